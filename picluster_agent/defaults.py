@@ -1,0 +1,27 @@
+"""Every default in one place: read by the agent, the CLI, the role docs and the tests."""
+
+from __future__ import annotations
+
+PREFIX = "/picluster"
+CONFIG_FILE = "/etc/picluster/agent.yaml"
+USER_CONFIG_FILE = "~/.config/picluster/config.yaml"
+DATA_DIR = "/var/lib/picluster"
+ENDPOINTS = ("http://127.0.0.1:2379",)
+
+# Lease TTL of an agent's session, seconds. etcd refuses TTLs below
+# 1.5 x election timeout (2 s with etcd's default 1000 ms) and silently raises them.
+LEASE_TTL = 3
+MIN_LEASE_TTL = 2
+# Keepalive cadence as a fraction of the TTL: three chances to renew per TTL.
+KEEPALIVE_FRACTION = 1 / 3
+# One etcd HTTP request may take at most this long before we try another endpoint.
+REQUEST_TIMEOUT = 2.0
+# A watch stream that shows no progress notification for this long is considered dead.
+# etcd sends progress notifications every 10 minutes by default on an idle watch; we ask
+# for them and re-create the stream when it is silent for longer than this.
+WATCH_IDLE_TIMEOUT = 15.0
+# Backoff between reconnect attempts when every endpoint is down.
+RETRY_BACKOFF_MIN = 0.1
+RETRY_BACKOFF_MAX = 5.0
+
+JOB_USER = "picluster-jobs"

@@ -1,0 +1,134 @@
+"""The whole etcd key layout, in one place. It is a public interface (see README).
+
+    <prefix>/election/<lease-hex>     candidates; lowest create revision is the master
+    <prefix>/nodes/<node>             registration (JSON), under the node's lease
+    <prefix>/drain/<node>             present while the node is drained
+    <prefix>/queue/<job-id>           submitted job spec (JSON), not yet taken by the master
+    <prefix>/jobs/<job-id>            job record (JSON): spec + state
+    <prefix>/assign/<node>/<job-id>   a worker's inbox, under the worker's lease
+    <prefix>/results/<job-id>         result of the last finished attempt (JSON)
+    <prefix>/cancel/<job-id>          a cancellation request
+
+Names are validated before they become part of a key, so that no node name or job id
+can reach outside its prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidName
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+
+
+def validate_node_name(name: str) -> str:
+    if not isinstance(name, str) or not _NODE_NAME.fullmatch(name):
+        raise InvalidName(
+            "node name",
+            str(name),
+            "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def validate_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidName(
+            "job id",
+            str(job_id),
+            "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return job_id
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise InvalidName(
+            "key prefix",
+            str(prefix),
+            "must look like /name or /a/b (letters, digits, '.', '_', '-'), no trailing '/'",
+        )
+    return prefix
+
+
+def prefix_end(prefix: str) -> str:
+    """The range end that covers every key starting with `prefix` (etcd's prefix rule)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one cluster prefix."""
+
+    prefix: str = "/picluster"
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+
+    # Directories: always end in "/" so that "/nodes/pi1" never matches "/nodes/pi10".
+    @property
+    def election_dir(self) -> str:
+        return f"{self.prefix}/election/"
+
+    @property
+    def nodes_dir(self) -> str:
+        return f"{self.prefix}/nodes/"
+
+    @property
+    def drain_dir(self) -> str:
+        return f"{self.prefix}/drain/"
+
+    @property
+    def queue_dir(self) -> str:
+        return f"{self.prefix}/queue/"
+
+    @property
+    def jobs_dir(self) -> str:
+        return f"{self.prefix}/jobs/"
+
+    @property
+    def assign_root(self) -> str:
+        return f"{self.prefix}/assign/"
+
+    @property
+    def results_dir(self) -> str:
+        return f"{self.prefix}/results/"
+
+    @property
+    def cancel_dir(self) -> str:
+        return f"{self.prefix}/cancel/"
+
+    def election(self, lease_id: int) -> str:
+        return f"{self.election_dir}{lease_id:x}"
+
+    def node(self, name: str) -> str:
+        return self.nodes_dir + validate_node_name(name)
+
+    def drain(self, name: str) -> str:
+        return self.drain_dir + validate_node_name(name)
+
+    def queue(self, job_id: str) -> str:
+        return self.queue_dir + validate_job_id(job_id)
+
+    def job(self, job_id: str) -> str:
+        return self.jobs_dir + validate_job_id(job_id)
+
+    def assign_dir(self, node: str) -> str:
+        return f"{self.assign_root}{validate_node_name(node)}/"
+
+    def assign(self, node: str, job_id: str) -> str:
+        return self.assign_dir(node) + validate_job_id(job_id)
+
+    def result(self, job_id: str) -> str:
+        return self.results_dir + validate_job_id(job_id)
+
+    def cancel(self, job_id: str) -> str:
+        return self.cancel_dir + validate_job_id(job_id)
+
+    @staticmethod
+    def last_segment(key: str) -> str:
+        return key.rsplit("/", 1)[-1]
