@@ -1,6 +1,7 @@
 """The whole etcd key layout, in one place. It is a public interface (see README).
 
     <prefix>/election/<lease-hex>     candidates; lowest create revision is the master
+    <prefix>/leader                   the master's own record (JSON), written fenced
     <prefix>/nodes/<node>             registration (JSON), under the node's lease
     <prefix>/drain/<node>             present while the node is drained
     <prefix>/queue/<job-id>           submitted job spec (JSON), not yet taken by the master
@@ -101,6 +102,10 @@ class Keys:
     @property
     def cancel_dir(self) -> str:
         return f"{self.prefix}/cancel/"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}/leader"
 
     def election(self, lease_id: int) -> str:
         return f"{self.election_dir}{lease_id:x}"

@@ -1,0 +1,237 @@
+"""One node's agent: session, registration, election, master duties, worker.
+
+The agent survives etcd outages: when its session is lost it drops every lease-bound
+assumption (mastership, assignments), then makes a new session with backoff and joins
+again, as a worker behind whoever is master by then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from . import defaults
+from .config import AgentConfig
+from .election import Election
+from .errors import ConfigError, NotLeader, PiclusterError, SessionLost
+from .etcd import EtcdClient, TLSFiles, op_put
+from .keys import Keys
+from .registry import NodeInfo, register
+from .session import Session, SessionState
+from .stopping import AnyEvent, StopSignal
+
+log = logging.getLogger(__name__)
+
+# Called with (election, stop) while this agent is master; returns when it must step down.
+MasterDuty = Callable[[Election, StopSignal], None]
+# Called with (session, stop) for each session; runs the worker side until the session ends.
+WorkerDuty = Callable[[Session, StopSignal], None]
+
+
+def make_client(cfg: AgentConfig) -> EtcdClient:
+    c = cfg.connection
+    return EtcdClient(c.endpoints, TLSFiles(c.cacert, c.cert, c.key))
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        master_duties: list[MasterDuty] | None = None,
+        worker_duty: WorkerDuty | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = Keys(cfg.connection.prefix)
+        self.client = make_client(cfg)
+        self.stop_event = threading.Event()
+        self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
+        self.worker_duty = worker_duty
+        self._session: Session | None = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        """Serve until stop(); each lost session is replaced by a new one."""
+        log.info(
+            "agent %s starting (endpoints %s, prefix %s, ttl %ss, %s)",
+            self.cfg.name,
+            ",".join(self.cfg.connection.endpoints),
+            self.keys.prefix,
+            self.cfg.lease_ttl,
+            "master-eligible" if self.cfg.master else "worker only",
+        )
+        previous_lease = 0
+        while not self.stop_event.is_set():
+            session = self._new_session()
+            if session is None:
+                break
+            if previous_lease:
+                # Our old lease may still live at the server (we declared it lost by the
+                # clock): revoke it so our old keys vanish and the name is free again.
+                self._best_effort_revoke(previous_lease)
+            self._session = session
+            try:
+                self._serve(session)
+            except (SessionLost, NotLeader) as e:
+                log.warning("session ended: %s", e)
+            except ConfigError:
+                session.close()
+                raise
+            except PiclusterError as e:
+                log.warning("etcd trouble: %s; starting a new session", e)
+            previous_lease = session.lease_id
+            if self.stop_event.is_set():
+                log.info("stopping: revoking lease %x (clean handover)", session.lease_id)
+                session.close()
+                previous_lease = 0
+            else:
+                session.orphan()
+        log.info("agent %s stopped", self.cfg.name)
+
+    def _best_effort_revoke(self, lease_id: int) -> None:
+        try:
+            self.client.revoke(lease_id)
+        except PiclusterError as e:
+            log.info("old lease %x not revoked (%s); it expires on its own", lease_id, e)
+
+    def _new_session(self) -> Session | None:
+        backoff = defaults.RETRY_BACKOFF_MIN
+        while not self.stop_event.is_set():
+            try:
+                return Session(self.client, self.cfg.lease_ttl)
+            except ConfigError:
+                raise
+            except PiclusterError as e:
+                log.warning("cannot reach etcd (%s); retrying in %.1fs", e, backoff)
+                self.stop_event.wait(backoff * (0.5 + random.random() / 2))
+                backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+        return None
+
+    def _serve(self, session: Session) -> None:
+        info = NodeInfo(
+            name=self.cfg.name,
+            slots=self.cfg.slots,
+            labels=dict(self.cfg.labels),
+            address=self.cfg.address,
+            master_eligible=self.cfg.master,
+            started_at=time.time(),
+            lease=f"{session.lease_id:x}",
+        )
+        self._register_with_retry(session, info)
+        log.info("registered as %s (lease %x)", info.name, session.lease_id)
+
+        session_stop = threading.Event()
+        worker_thread = None
+        if self.worker_duty is not None:
+            worker_thread = threading.Thread(
+                target=self.worker_duty, args=(session, session_stop), name="worker", daemon=True
+            )
+            worker_thread.start()
+        try:
+            if self.cfg.master:
+                self._campaign_loop(session)
+            else:
+                while not (self.stop_event.is_set() or session.done.is_set()):
+                    self.stop_event.wait(0.5)
+        finally:
+            session_stop.set()
+            if worker_thread is not None:
+                worker_thread.join()
+        session.check()
+
+    def _register_with_retry(self, session: Session, info: NodeInfo) -> None:
+        deadline = time.monotonic() + self.cfg.lease_ttl + 2
+        while True:
+            try:
+                register(session, self.keys, info)
+                return
+            except ConfigError:
+                # A previous incarnation of this agent (killed -9) may still hold the name
+                # until its lease expires: wait that long before giving up.
+                if time.monotonic() > deadline:
+                    raise
+                if self.stop_event.wait(0.25):
+                    raise SessionLost("stopping") from None
+
+    def _campaign_loop(self, session: Session) -> None:
+        stop = AnyEvent(self.stop_event, session.done)
+        while not stop.is_set():
+            election = Election(session, self.keys, self.cfg.name)
+            if not election.campaign(stop):
+                return
+            try:
+                self._be_master(election, stop)
+            except NotLeader as e:
+                log.warning("stepping down: %s", e)
+            except SessionLost:
+                log.warning("stepping down: session lost")
+                return
+            # Still holding a session but no longer master: the key was removed under us.
+            if not stop.is_set():
+                election.resign()
+
+    def _be_master(self, election: Election, stop: AnyEvent) -> None:
+        log.info("MASTER: %s is master", self.cfg.name)
+        threads = []
+        step_down = threading.Event()
+        errors: list[BaseException] = []
+
+        def run(duty: MasterDuty) -> None:
+            try:
+                duty(election, AnyEvent(stop, step_down))
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                step_down.set()
+
+        for duty in self.master_duties:
+            t = threading.Thread(target=run, args=(duty,), name=duty.__name__, daemon=True)
+            t.start()
+            threads.append(t)
+        while not (step_down.is_set() or stop.is_set()):
+            step_down.wait(0.2)
+        step_down.set()
+        for t in threads:
+            t.join()
+        for e in errors:
+            if isinstance(e, NotLeader | SessionLost):
+                raise e
+        for e in errors:
+            log.error("master duty failed: %r", e)
+        if errors and not stop.is_set():
+            # A bug in a duty must not pin the mastership here: let another agent take over.
+            election.resign()
+            raise NotLeader("a master duty failed")
+
+
+def leader_heartbeat(election: Election, stop: StopSignal) -> None:
+    """Keep `<prefix>/leader` current with fenced writes.
+
+    It tells people (and tests) who is master and since when; because each write carries
+    the election guard, a deposed master that wakes up cannot overwrite it: its first
+    write is refused and it steps down.
+    """
+    keys = election.keys
+    since = time.time()
+    interval = max(1.0, election.session.ttl / 3)
+    while True:
+        if election.session.state is SessionState.CONNECTED:
+            record = {
+                "name": election.name,
+                "lease": f"{election.session.lease_id:x}",
+                "since": since,
+                "heartbeat": time.time(),
+                "pid": os.getpid(),
+            }
+            election.fenced_txn([op_put(keys.leader, json.dumps(record, sort_keys=True))])
+        if stop.wait(interval):
+            return

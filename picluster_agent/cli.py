@@ -1,0 +1,277 @@
+"""The `picluster` command: one function per subcommand, shared options in one place.
+
+Exit codes (also in `picluster --help` and the README):
+  0  success
+  1  other failure
+  2  bad input or configuration (nothing was changed)
+  3  cluster unreachable (no etcd endpoint answered)
+  4  not found (unknown job id or node)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import __version__, defaults
+from .config import Connection, build_agent_config, build_connection, default_config_path, load_file
+from .election import current_leader
+from .errors import ConfigError, NotFound, PiclusterError, Unavailable
+from .etcd import EtcdClient, TLSFiles
+from .keys import Keys
+from .output import emit, error
+from .registry import list_nodes
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  other failure
+  2  bad input or configuration (nothing was changed)
+  3  cluster unreachable (no etcd endpoint answered)
+  4  not found (unknown job id or node)
+"""
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (flags > environment > config file)")
+    g.add_argument(
+        "--config",
+        help=f"YAML config file (default: {defaults.USER_CONFIG_FILE} or {defaults.CONFIG_FILE})",
+    )
+    g.add_argument("--endpoints", help="etcd endpoints, comma-separated [PICLUSTER_ENDPOINTS]")
+    g.add_argument(
+        "--prefix", help=f"etcd key prefix (default {defaults.PREFIX}) [PICLUSTER_PREFIX]"
+    )
+    g.add_argument("--cacert", help="CA certificate for etcd TLS [PICLUSTER_CACERT]")
+    g.add_argument("--cert", help="client certificate [PICLUSTER_CERT]")
+    g.add_argument("--key", help="client key [PICLUSTER_KEY]")
+
+
+def _output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+
+
+def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Connection]:
+    path = args.config or default_config_path()
+    file = load_file(path, required=bool(args.config))
+    conn = build_connection(
+        file,
+        endpoints=args.endpoints,
+        prefix=args.prefix,
+        cacert=args.cacert,
+        cert=args.cert,
+        key=args.key,
+    )
+    return file, conn
+
+
+def connect(args: argparse.Namespace) -> tuple[EtcdClient, Keys]:
+    _, conn = _load(args)
+    client = EtcdClient(conn.endpoints, TLSFiles(conn.cacert, conn.cert, conn.key))
+    return client, Keys(conn.prefix)
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from .agent import Agent
+    from .worker import worker_duty_factory
+
+    file, conn = _load(args)
+    cfg = build_agent_config(
+        file,
+        conn,
+        name=args.name,
+        lease_ttl=args.lease_ttl,
+        slots=args.slots,
+        labels=args.label,
+        data_dir=args.data_dir,
+        master=False if args.no_master else None,
+        address=args.address,
+        job_user=args.job_user,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=cfg.log_level,
+        stream=sys.stderr,
+        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
+    )
+    agent = Agent(cfg, worker_duty=worker_duty_factory(cfg))
+    # Fail fast on bad endpoints/TLS before serving: a typo should not look like an outage.
+    agent.client.status() if args.check_connection else None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    client, keys = connect(args)
+    views = list_nodes(client, keys)
+    data = [
+        {
+            "name": v.info.name,
+            "role": v.role,
+            "drained": v.drained,
+            "labels": v.info.labels,
+            "slots": v.info.slots,
+            "version": v.info.version,
+            "address": v.info.address,
+            "master_eligible": v.info.master_eligible,
+            "started_at": v.info.started_at,
+        }
+        for v in views
+    ]
+    rows = [
+        (
+            d["name"],
+            d["role"] + (" (drained)" if d["drained"] else ""),
+            d["slots"],
+            ",".join(f"{k}={val}" for k, val in sorted(d["labels"].items())) or "-",
+            d["version"],
+            d["address"],
+        )
+        for d in data
+    ]
+    emit(args.output, data, ("name", "role", "slots", "labels", "version", "address"), rows)
+    return 0
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    client, keys = connect(args)
+    leader = current_leader(client, keys)
+    if leader is None:
+        if args.output == "json":
+            emit("json", None)
+        error("no master elected")
+        return 4
+    record = client.get(keys.leader)
+    since = None
+    if record is not None:
+        info = record.json()
+        if info.get("lease") == f"{leader.lease:x}":
+            since = info.get("since")
+    data = {
+        "name": leader.name,
+        "key": leader.key,
+        "lease": f"{leader.lease:x}",
+        "create_revision": leader.create_revision,
+        "since": since,
+    }
+    if args.output == "json":
+        emit("json", data)
+    else:
+        ago = f" (master for {time.time() - since:.0f}s)" if since else ""
+        print(f"{leader.name}{ago}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(agents=args.agents, jobs=args.jobs)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="picluster",
+        description="Run and use a picluster: a self-healing job cluster on etcd.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"picluster {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("agent", help="run this node's agent (normally as a systemd service)")
+    _connection_options(p)
+    p.add_argument("--name", help="node name (default: the hostname)")
+    p.add_argument(
+        "--lease-ttl", type=int, help=f"session lease TTL in seconds (default {defaults.LEASE_TTL})"
+    )
+    p.add_argument("--slots", type=int, help="job slots (default: CPU count)")
+    p.add_argument("--label", action="append", metavar="K=V", help="node label (repeatable)")
+    p.add_argument("--data-dir", help=f"job logs and work dirs (default {defaults.DATA_DIR})")
+    p.add_argument("--no-master", action="store_true", help="never campaign: a worker only")
+    p.add_argument("--address", help="address advertised in the registry")
+    p.add_argument("--job-user", help="run jobs as this user (when the agent runs as root)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--no-check-connection",
+        dest="check_connection",
+        action="store_false",
+        help="start even if etcd is unreachable now (the agent retries with backoff)",
+    )
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("nodes", help="list registered nodes with their role")
+    _connection_options(p)
+    _output_option(p)
+    p.set_defaults(func=cmd_nodes)
+
+    p = sub.add_parser("master", help="show the current master")
+    _connection_options(p)
+    _output_option(p)
+    p.set_defaults(func=cmd_master)
+
+    p = sub.add_parser("demo", help="run a local cluster on loopback: election, jobs, failover")
+    p.add_argument("--agents", type=int, default=3, help="number of agents (default 3)")
+    p.add_argument("--jobs", type=int, default=200, help="jobs in the demo batch (default 200)")
+    p.set_defaults(func=cmd_demo)
+
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: Any) -> None:
+    """Subcommands that live in their own modules."""
+    from . import jobs_cli
+
+    jobs_cli.add_parsers(sub, _connection_options, _output_option)
+    try:
+        from . import provision
+    except ImportError:  # the provisioning extra is not installed
+        return
+    provision.add_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        error(str(e))
+        return e.exit_code
+    except Unavailable as e:
+        error(f"cluster unreachable: {e}")
+        return e.exit_code
+    except NotFound as e:
+        error(str(e))
+        return e.exit_code
+    except PiclusterError as e:
+        error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

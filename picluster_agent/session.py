@@ -1,0 +1,162 @@
+"""One object owns the agent's lease: grant, keepalive, state, and the two ways out.
+
+States (kazoo's naming):
+  CONNECTED  the last keepalive succeeded;
+  SUSPENDED  a keepalive failed but the lease may still be alive at the server: the master
+             stops deciding, workers keep running until `safe_until()` nears;
+  LOST       the lease expired, was revoked, or may have expired (deadline passed): every
+             lease-bound assumption is void.
+
+The deadline is computed from the *send* time of the last successful keepalive: the server
+resets the lease's TTL when it receives the request, which is after we sent it, so
+`sent + ttl` is a lower bound of the server-side expiry. A worker that stops its jobs before
+`safe_until()` has therefore stopped them before the lease can have expired.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from . import defaults
+from .errors import PiclusterError, SessionLost
+from .etcd import EtcdClient
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(enum.StrEnum):
+    CONNECTED = "connected"
+    SUSPENDED = "suspended"
+    LOST = "lost"
+
+
+Listener = Callable[[SessionState], None]
+
+
+class Session:
+    """A lease kept alive by a background thread."""
+
+    def __init__(self, client: EtcdClient, ttl: int = defaults.LEASE_TTL) -> None:
+        if ttl < defaults.MIN_LEASE_TTL:
+            raise PiclusterError(
+                f"lease TTL {ttl}s is below etcd's minimum of {defaults.MIN_LEASE_TTL}s"
+            )
+        self.client = client
+        self.ttl = ttl
+        sent = time.monotonic()
+        self.lease_id, granted = client.grant(ttl)
+        if granted < ttl:
+            raise PiclusterError(f"etcd granted a {granted}s lease, asked for {ttl}s")
+        if granted > ttl:
+            # etcd raises TTLs below its minimum silently: refuse rather than mis-time.
+            client.revoke(self.lease_id)
+            raise PiclusterError(
+                f"etcd raised the lease TTL from {ttl}s to {granted}s: "
+                f"choose a TTL of at least {granted}s"
+            )
+        self._last_ok_sent = sent
+        self._state = SessionState.CONNECTED
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ observers
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the session is LOST or closed."""
+        return self._done
+
+    def safe_until(self) -> float:
+        """Monotonic time before which the lease is certainly still alive at the server."""
+        return self._last_ok_sent + self.ttl
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def check(self) -> None:
+        if self._state is SessionState.LOST:
+            raise SessionLost(f"lease {self.lease_id:x} lost")
+
+    # ------------------------------------------------------------ ways out
+
+    def close(self) -> None:
+        """Revoke the lease now: every key under it vanishes (a clean handover)."""
+        self._closing.set()
+        try:
+            self.client.revoke(self.lease_id)
+        except PiclusterError as e:
+            log.warning("could not revoke lease %x: %s (it will expire)", self.lease_id, e)
+        self._set_state(SessionState.LOST)
+        self._thread.join(timeout=defaults.REQUEST_TIMEOUT * 2)
+
+    def orphan(self) -> None:
+        """Stop renewing and let the lease expire on its own."""
+        self._closing.set()
+        self._thread.join(timeout=defaults.REQUEST_TIMEOUT * 2)
+
+    # ------------------------------------------------------------ internals
+
+    def _set_state(self, new: SessionState) -> None:
+        with self._lock:
+            old, self._state = self._state, new
+            listeners = list(self._listeners) if old is not new else []
+        if old is new:
+            return
+        log.log(
+            logging.INFO if new is SessionState.CONNECTED else logging.WARNING,
+            "session %x: %s -> %s",
+            self.lease_id,
+            old,
+            new,
+        )
+        if new is SessionState.LOST:
+            self._done.set()
+        for listener in listeners:
+            try:
+                listener(new)
+            except Exception:
+                log.exception("session listener failed")
+
+    def _keepalive_loop(self) -> None:
+        interval = self.ttl * defaults.KEEPALIVE_FRACTION
+        next_beat = self._last_ok_sent + interval
+        while not self._closing.wait(max(0.0, next_beat - time.monotonic())):
+            if self._state is SessionState.LOST:
+                return
+            sent = time.monotonic()
+            if sent > self.safe_until():
+                # Paused (SIGSTOP) or starved past the deadline: the lease may be gone.
+                self._set_state(SessionState.LOST)
+                return
+            late = sent - next_beat
+            if late > interval:
+                log.warning("keepalive %.1fs late", late)
+            try:
+                remaining = self.client.keepalive(self.lease_id)
+            except PiclusterError as e:
+                if time.monotonic() >= self.safe_until():
+                    self._set_state(SessionState.LOST)
+                    return
+                log.warning("keepalive failed: %s", e)
+                self._set_state(SessionState.SUSPENDED)
+                next_beat = time.monotonic() + min(0.2, interval)
+                continue
+            if remaining <= 0:
+                self._set_state(SessionState.LOST)
+                return
+            self._last_ok_sent = sent
+            self._set_state(SessionState.CONNECTED)
+            next_beat = sent + interval
