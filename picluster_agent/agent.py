@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from . import defaults
 from .config import AgentConfig
-from .election import Election
-from .errors import ConfigError, NotLeader, PiclusterError, SessionLost
+from .election import Election, retry_transient
+from .errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
 from .etcd import EtcdClient, TLSFiles, op_put
 from .keys import Keys
 from .registry import NodeInfo, register
@@ -152,7 +152,9 @@ class Agent:
         deadline = time.monotonic() + self.cfg.lease_ttl + 2
         while True:
             try:
-                register(session, self.keys, info)
+                retry_transient(
+                    lambda: register(session, self.keys, info), session, self.stop_event
+                )
                 return
             except ConfigError:
                 # A previous incarnation of this agent (killed -9) may still hold the name
@@ -232,6 +234,11 @@ def leader_heartbeat(election: Election, stop: StopSignal) -> None:
                 "heartbeat": time.time(),
                 "pid": os.getpid(),
             }
-            election.fenced_txn([op_put(keys.leader, json.dumps(record, sort_keys=True))])
+            try:
+                election.fenced_txn([op_put(keys.leader, json.dumps(record, sort_keys=True))])
+            except Unavailable as e:
+                # Transient: the next beat retries (the write is idempotent). A deposed
+                # master learns it from NotLeader or from its session, not from this.
+                log.warning("leader record not written: %s", e)
         if stop.wait(interval):
             return

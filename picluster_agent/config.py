@@ -95,7 +95,10 @@ def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[st
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "parse error"
+        raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of settings")
     unknown = sorted(set(data) - FILE_KEYS)

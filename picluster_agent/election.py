@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import NotLeader, SessionLost
+from . import defaults
+from .errors import NotLeader, SessionLost, Unavailable
 from .etcd import (
     KV,
     EtcdClient,
@@ -34,6 +36,7 @@ from .session import Session
 from .stopping import StopSignal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,24 @@ def current_leader(client: EtcdClient, keys: Keys) -> Leader | None:
     return Leader(kv.value.decode(), kv.key, kv.create_revision, kv.lease)
 
 
+def retry_transient(fn: Callable[[], T], session: Session, stop: StopSignal) -> T:
+    """Call `fn` until it gets through, while the session lives and nobody asked to stop.
+
+    Only for idempotent steps (reads, put-if-absent with read-back): an indeterminate
+    outcome is then resolved by simply asking again.
+    """
+    backoff = defaults.RETRY_BACKOFF_MIN
+    while True:
+        try:
+            return fn()
+        except Unavailable as e:
+            if stop.is_set() or session.done.is_set():
+                raise
+            log.warning("etcd unavailable (%s); retrying in %.1fs", e, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+
+
 class Election:
     def __init__(self, session: Session, keys: Keys, name: str) -> None:
         self.session = session
@@ -66,10 +87,10 @@ class Election:
 
     def campaign(self, stop: StopSignal) -> bool:
         """Block until we are master (True) or `stop`/session loss (False)."""
-        self._put_candidate()
+        retry_transient(self._put_candidate, self.session, stop)
         while not stop.is_set():
             self.session.check()
-            predecessor = self._predecessor()
+            predecessor = retry_transient(self._predecessor, self.session, stop)
             if predecessor is None:
                 log.info("elected master (key %s, revision %d)", self.key, self.create_revision)
                 return True

@@ -265,7 +265,10 @@ class EtcdClient:
 
     def _rotate_from(self, index: int) -> None:
         with self._lock:
+            if self._current != index or len(self._clients) == 1:
+                return
             self._current = (index + 1) % len(self._clients)
+            log.warning("etcd: now using endpoint %s", self.endpoints[self._current])
 
     # ------------------------------------------------------------ KV
 

@@ -47,7 +47,11 @@ def validate_job_id(job_id: str) -> str:
 
 
 def validate_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+    if (
+        not isinstance(prefix, str)
+        or not _PREFIX.fullmatch(prefix)
+        or any(part in (".", "..") for part in prefix.split("/"))
+    ):
         raise InvalidName(
             "key prefix",
             str(prefix),

@@ -1,0 +1,130 @@
+"""Fixtures: real etcd clusters on loopback, agents as processes, and fault helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from picluster_agent.election import Leader, current_leader
+from picluster_agent.etcd import EtcdClient
+from picluster_agent.keys import Keys
+from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def etcd1(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "etcd", 1).start()
+    yield cluster
+    cluster.stop_all()
+
+
+@pytest.fixture
+def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "etcd", 3).start()
+    yield cluster
+    cluster.stop_all()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/t-{uuid.uuid4().hex[:8]}"
+
+
+class Agents:
+    """Starts agents against one cluster and prefix; stops them all at teardown."""
+
+    def __init__(self, cluster: EtcdCluster, prefix: str, base: Path) -> None:
+        self.cluster = cluster
+        self.prefix = prefix
+        self.keys = Keys(prefix)
+        self.base = base
+        self.started: list[AgentProcess] = []
+        self.client = EtcdClient(cluster.endpoints)
+
+    def start(self, name: str, *, endpoints: str | None = None, **kwargs: object) -> AgentProcess:
+        agent = AgentProcess(
+            name,
+            endpoints or self.cluster.endpoints_csv,
+            self.prefix,
+            self.base / f"{name}-{len(self.started)}",
+            **kwargs,  # type: ignore[arg-type]
+        ).start()
+        self.started.append(agent)
+        return agent
+
+    def by_name(self, name: str) -> AgentProcess:
+        return next(a for a in reversed(self.started) if a.name == name and a.running)
+
+    def leader(self) -> Leader | None:
+        return current_leader(self.client, self.keys)
+
+    def wait_leader(self, timeout: float = 15.0, other_than: str | None = None) -> Leader:
+        def check() -> Leader | None:
+            leader = self.leader()
+            if leader is None or leader.name == other_than:
+                return None
+            return leader
+
+        return wait_for(check, timeout, interval=0.02, what="a master")
+
+    def wait_registered(self, count: int, timeout: float = 15.0) -> None:
+        wait_for(
+            lambda: self.client.count_prefix(self.keys.nodes_dir) == count,
+            timeout,
+            what=f"{count} registered nodes",
+        )
+
+    def stop_all(self) -> None:
+        for a in self.started:
+            a.terminate()
+
+
+@pytest.fixture
+def agents(etcd1: EtcdCluster, prefix: str, tmp_path: Path) -> Iterator[Agents]:
+    group = Agents(etcd1, prefix, tmp_path / "agents")
+    yield group
+    group.stop_all()
+    _dump_logs_on_failure(group)
+
+
+@pytest.fixture
+def agents3(etcd3: EtcdCluster, prefix: str, tmp_path: Path) -> Iterator[Agents]:
+    group = Agents(etcd3, prefix, tmp_path / "agents")
+    yield group
+    group.stop_all()
+    _dump_logs_on_failure(group)
+
+
+def _dump_logs_on_failure(group: Agents) -> None:
+    # pytest shows captured output only for failing tests: this is the agents' story.
+    for a in group.started:
+        sys.stdout.write(f"----- {a.name} ({a.log_path})\n{a.log_text()[-4000:]}\n")
+
+
+def picluster(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a fresh process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PICLUSTER_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "picluster_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return picluster

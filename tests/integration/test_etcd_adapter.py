@@ -1,0 +1,180 @@
+"""Contract tests for picluster_agent.etcd on real etcd: what the other modules rely on."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from picluster_agent.errors import ConfigError, Unavailable
+from picluster_agent.etcd import (
+    EtcdClient,
+    Event,
+    Watch,
+    WatchCompacted,
+    cmp_absent,
+    cmp_created_at,
+    op_get,
+    op_put,
+)
+from picluster_agent.localcluster import free_port, wait_for
+from picluster_agent.session import Session, SessionState
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.revisions: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, events: list[Event], revision: int) -> None:
+        with self.lock:
+            self.events.extend(events)
+            self.revisions.append(revision)
+
+    def keys(self) -> list[str]:
+        with self.lock:
+            return [e.kv.key for e in self.events]
+
+
+def test_revisions_are_ints_and_txn_results_are_bools(etcd1):
+    client = etcd1.client()
+    rev = client.put("/c/a", "1")
+    assert isinstance(rev, int) and rev > 0
+    kv = client.get("/c/a")
+    assert kv is not None and kv.mod_revision == rev and kv.value == b"1"
+
+    won = client.txn([cmp_absent("/c/b")], [op_put("/c/b", "x")])
+    assert won.succeeded is True and isinstance(won.revision, int)
+    lost = client.txn([cmp_absent("/c/b")], [op_put("/c/b", "y")], [op_get("/c/b")])
+    assert lost.succeeded is False
+    assert lost.ranges[0][0].value == b"x"
+    assert client.get("/c/b").value == b"x"  # the failed branch changed nothing
+
+    fenced = client.txn([cmp_created_at("/c/b", won.revision)], [op_put("/c/b", "z")])
+    assert fenced.succeeded is True
+    kvs, at = client.get_prefix("/c/")
+    assert [k.key for k in kvs] == ["/c/a", "/c/b"] and at >= fenced.revision
+
+
+def test_utf8_values_round_trip(etcd1):
+    client = etcd1.client()
+    client.put("/c/ü", "härte ✓")
+    assert client.get("/c/ü").value.decode() == "härte ✓"
+
+
+def test_request_goes_to_the_next_endpoint_when_one_is_dead(etcd1):
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = EtcdClient([dead, *etcd1.endpoints])
+    client.put("/c/x", "1")
+    assert client.current_endpoint == etcd1.endpoints[0]
+
+
+def test_all_endpoints_dead_raises_unavailable():
+    client = EtcdClient([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    with pytest.raises(Unavailable):
+        client.get("/x")
+
+
+def test_missing_tls_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read TLS CA file"):
+        EtcdClient(["https://127.0.0.1:2379"], tls=_tls(cacert=str(tmp_path / "no.pem")))
+
+
+def _tls(**kwargs):
+    from picluster_agent.etcd import TLSFiles
+
+    return TLSFiles(**kwargs)
+
+
+def test_watch_resumes_after_etcd_restart_without_loss_or_duplicates(etcd1):
+    client = etcd1.client()
+    start = client.put("/w/0", "0")
+    got = Collector()
+    watch = client.watch("/w/", got, start_revision=start + 1)
+    try:
+        client.put("/w/1", "1")
+        wait_for(lambda: got.keys() == ["/w/1"], 5, what="first event")
+        etcd1.restart(0)
+        client.put("/w/2", "2")
+        client.put("/w/3", "3")
+        wait_for(lambda: len(got.keys()) >= 3, 30, what="events after restart")
+        assert got.keys() == ["/w/1", "/w/2", "/w/3"]
+        assert watch.reconnects >= 1
+    finally:
+        watch.stop()
+
+
+def test_watch_detects_a_silent_stream_and_moves_to_another_member(etcd3):
+    client = etcd3.client()
+    start = client.put("/w/0", "0")
+    got = Collector()
+    watch = Watch(client, "/w/", got, start_revision=start + 1, idle_timeout=3.0)
+    try:
+        wait_for(watch.created.is_set, 5, what="watch created")
+        # SIGSTOP: the TCP connection stays open and silent, like a cut cable.
+        etcd3.members[0].pause()
+        # A generous timeout: if member 0 led raft, the others first elect a new leader.
+        writer = EtcdClient(etcd3.endpoints[1:], timeout=15)
+        writer.put("/w/1", "1")
+        wait_for(lambda: got.keys() == ["/w/1"], 20, what="event via another member")
+        assert watch.reconnects >= 1
+    finally:
+        etcd3.members[0].resume()
+        watch.stop()
+
+
+def test_watch_stop_returns_promptly_while_blocked_reading(etcd1):
+    client = etcd1.client()
+    watch = client.watch("/idle/", Collector(), start_revision=1)
+    wait_for(watch.created.is_set, 5, what="watch created")
+    watch.stop()
+    watch.join(2)
+    assert not watch.alive
+
+
+def test_watch_reports_compaction(etcd1):
+    client = etcd1.client()
+    first = client.put("/k/a", "1")
+    last = client.put("/k/a", "2")
+    client._post("/kv/compaction", {"revision": str(last), "physical": True}, idempotent=True)
+    seen: list[WatchCompacted] = []
+    watch = Watch(client, "/k/", Collector(), start_revision=first, on_compacted=seen.append)
+    wait_for(lambda: seen, 5, what="compaction reported")
+    assert seen[0].compact_revision >= last
+    watch.join(2)
+    assert not watch.alive
+
+
+def test_session_keeps_lease_alive_and_revokes_on_close(etcd1):
+    client = etcd1.client()
+    session = Session(client, ttl=2)
+    client.put("/s/k", "v", lease=session.lease_id)
+    # Two TTLs later the key is still there: keepalive works.
+    wait_for(lambda: session.safe_until() > 0 and client.time_to_live(session.lease_id) > 0, 3)
+    deadline_a = session.safe_until()
+    wait_for(lambda: session.safe_until() > deadline_a + 1.0, 5, what="renewals")
+    assert client.get("/s/k") is not None
+    session.close()
+    assert client.get("/s/k") is None
+    assert session.state is SessionState.LOST
+
+
+def test_session_is_lost_when_etcd_is_paused_past_its_ttl(etcd1):
+    client = etcd1.client()
+    session = Session(client, ttl=2)
+    states: list[SessionState] = []
+    session.add_listener(states.append)
+    etcd1.members[0].pause()
+    try:
+        wait_for(session.done.is_set, 10, what="session lost")
+    finally:
+        etcd1.members[0].resume()
+    assert states[-1] is SessionState.LOST
+
+
+def test_too_small_ttl_is_refused(etcd1):
+    from picluster_agent.errors import PiclusterError
+
+    with pytest.raises(PiclusterError, match="below etcd's minimum"):
+        Session(etcd1.client(), ttl=1)

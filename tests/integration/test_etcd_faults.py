@@ -1,0 +1,81 @@
+"""Agents under etcd faults: lost members, paused members, a whole cluster down."""
+
+from __future__ import annotations
+
+import time
+
+from picluster_agent.localcluster import wait_for
+
+TTL = 3
+
+
+def _lease_of(agents, name: str) -> int:
+    kv = agents.client.get(agents.keys.node(name))
+    assert kv is not None
+    return kv.lease
+
+
+def test_agent_moves_to_another_member_when_its_member_stops(agents3):
+    cluster = agents3.cluster
+    agent = agents3.start("pi1", lease_ttl=TTL)  # talks to member 0 first
+    agents3.wait_registered(1)
+    leader = agents3.wait_leader()
+    lease = _lease_of(agents3, "pi1")
+
+    stopped_at = time.monotonic()
+    cluster.members[0].stop()
+    wait_for(lambda: "now using endpoint" in agent.log_text(), 10, what="endpoint switch")
+    # More than a TTL later the same lease is alive: it was renewed through another member.
+    wait_for(
+        lambda: (
+            time.monotonic() > stopped_at + TTL + 0.5 and agents3.client.time_to_live(lease) > 0
+        ),
+        TTL + 5,
+        what="lease renewed through another member",
+    )
+    assert _lease_of(agents3, "pi1") == lease
+    assert agents3.leader().key == leader.key
+    assert "session ended" not in agent.log_text()
+
+
+def test_paused_member_is_left_behind_without_losing_the_session(agents3):
+    cluster = agents3.cluster
+    agent = agents3.start("pi1", lease_ttl=5)
+    agents3.wait_registered(1)
+    lease = _lease_of(agents3, "pi1")
+    leader = agents3.wait_leader()
+
+    # SIGSTOP looks like a network cut: connections hang instead of failing.
+    cluster.members[0].pause()
+    try:
+        wait_for(lambda: "now using endpoint" in agent.log_text(), 15, what="endpoint switch")
+        wait_for(lambda: agents3.client.time_to_live(lease) > 0, 5, what="lease alive")
+        assert _lease_of(agents3, "pi1") == lease
+        assert agents3.leader().key == leader.key
+    finally:
+        cluster.members[0].resume()
+    assert "session ended" not in agent.log_text()
+
+
+def test_agent_survives_total_etcd_outage_and_rejoins(agents):
+    cluster = agents.cluster
+    agent = agents.start("pi1", lease_ttl=TTL)
+    agents.wait_registered(1)
+    agents.wait_leader()
+
+    cluster.members[0].stop()
+    wait_for(
+        lambda: agent.log_text().count("cannot reach etcd") >= 3,
+        30,
+        what="retries with backoff in the log",
+    )
+    assert agent.running, "the agent crashed while etcd was down"
+    log = agent.log_text()
+    assert "retrying in" in log
+
+    cluster.members[0].start()
+    cluster.wait_healthy()
+    agents.wait_registered(1, timeout=30)
+    leader = agents.wait_leader(timeout=30)
+    assert leader.name == "pi1"
+    assert agent.running

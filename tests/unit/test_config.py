@@ -1,0 +1,78 @@
+"""Configuration merging: flags > environment > file > defaults, with clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from picluster_agent import defaults
+from picluster_agent.config import build_agent_config, build_connection, load_file, parse_labels
+from picluster_agent.errors import ConfigError
+
+
+def test_defaults(monkeypatch):
+    for var in ("PICLUSTER_ENDPOINTS", "PICLUSTER_PREFIX"):
+        monkeypatch.delenv(var, raising=False)
+    conn = build_connection({})
+    assert conn.endpoints == defaults.ENDPOINTS
+    assert conn.prefix == defaults.PREFIX
+    cfg = build_agent_config({}, conn, name="pi1")
+    assert cfg.lease_ttl == defaults.LEASE_TTL and cfg.master is True and cfg.slots >= 1
+
+
+def test_precedence(monkeypatch):
+    file = {"endpoints": ["http://file:2379"], "prefix": "/file"}
+    assert build_connection(file).endpoints == ("http://file:2379",)
+    monkeypatch.setenv("PICLUSTER_ENDPOINTS", "http://env1:2379, http://env2:2379")
+    monkeypatch.setenv("PICLUSTER_PREFIX", "/env")
+    conn = build_connection(file)
+    assert conn.endpoints == ("http://env1:2379", "http://env2:2379")
+    assert conn.prefix == "/env"
+    conn = build_connection(file, endpoints="http://flag:2379", prefix="/flag")
+    assert conn.endpoints == ("http://flag:2379",) and conn.prefix == "/flag"
+
+
+def test_agent_flags_override_file():
+    conn = build_connection({"endpoints": ["http://x:1"]})
+    file = {"name": "filename", "slots": 4, "labels": {"arch": "arm64"}, "master": False}
+    cfg = build_agent_config(file, conn, name="flagname", slots=8, labels=["model=pi5"])
+    assert cfg.name == "flagname" and cfg.slots == 8
+    assert cfg.labels == {"arch": "arm64", "model": "pi5"}
+    assert cfg.master is False
+    assert build_agent_config(file, conn, master=None).master is False
+
+
+@pytest.mark.parametrize(
+    ("file", "flags", "message"),
+    [
+        ({}, {"lease_ttl": 1}, "below etcd's minimum"),
+        ({"lease_ttl": "abc"}, {}, "must be an integer"),
+        ({}, {"slots": 0}, "at least 1"),
+        ({"master": "yes"}, {}, "true or false"),
+        ({}, {"name": "bad/name"}, "invalid node name"),
+        ({}, {"labels": ["k"]}, "KEY=VALUE"),
+        ({}, {"labels": ["k=a/b"]}, "1-63 printable"),
+    ],
+)
+def test_refusals(file, flags, message):
+    conn = build_connection({"endpoints": ["http://x:1"]})
+    with pytest.raises(ConfigError, match=message):
+        build_agent_config(file, conn, **{"name": "pi1", **flags})
+
+
+def test_load_file(tmp_path):
+    assert load_file(tmp_path / "missing.yaml", required=False) == {}
+    with pytest.raises(ConfigError, match="not found"):
+        load_file(tmp_path / "missing.yaml", required=True)
+    f = tmp_path / "a.yaml"
+    f.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_file(f, required=True)
+    f.write_text("endpoints: [http://a:1]\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_file(f, required=True)
+
+
+def test_labels_mapping_and_list():
+    assert parse_labels({"camera": "yes"}) == {"camera": "yes"}
+    assert parse_labels(["arch=arm64", "model = pi4"]) == {"arch": "arm64", "model": "pi4"}
+    assert parse_labels(None) == {}
