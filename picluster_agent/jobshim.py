@@ -1,0 +1,354 @@
+"""The job supervisor: a small single-threaded process that starts, times and reaps jobs.
+
+Each agent process runs one of these (started by `runner`, which talks to it over its stdin
+and stdout, one JSON object per line). It exists for one guarantee: **jobs never outlive the
+agent**, even when the agent is killed with SIGKILL. It notices the agent's death three ways,
+and on any of them kills every job's process group (SIGTERM, then SIGKILL after
+ORPHAN_KILL_GRACE) and exits:
+
+1. EOF on stdin. The write end lives only in the agent (pipes are close-on-exec, and every
+   subprocess is started with close_fds), so the kernel closes it the moment the agent process
+   dies, however it dies. This is the primary signal and does not depend on threads.
+2. prctl(PR_SET_PDEATHSIG, SIGTERM). Caveat: Linux sends it when the *thread* that forked this
+   process exits, not the process; `runner` therefore forks the supervisor from its own
+   long-lived reader thread, which ends only with the process.
+3. getppid() polling every PARENT_POLL seconds: a fallback that needs neither of the above.
+
+SIGTERM (systemd stopping the unit) is handled like agent death. The supervisor is also a
+child subreaper, so a job's orphaned grandchildren are reparented to it and reaped here.
+
+Every job runs in its own session and process group (the group id is the job's pid); stop,
+timeout and clean-up act on the whole group. An attempt is reported finished only when its
+main process has exited *and* its group is empty: leftovers (`sleep 1000 &`) get SIGTERM,
+then SIGKILL after the job's grace. A process that leaves the group on purpose (setsid,
+double fork into a new session) is beyond a process-group kill; on a node the systemd unit's
+KillMode=control-group covers that case.
+
+This module imports only the standard library: it is run as a script by path with `python -I
+-S`, so that nothing from the agent's package or environment is needed or loaded.
+
+Protocol (agent -> supervisor):
+  {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs", "stdout": path,
+   "stderr": path, "uid": int|null, "gid": int|null, "groups": [int]|null,
+   "timeout": seconds|null, "grace": seconds}
+  {"op": "stop", "token": T, "grace": seconds}
+Supervisor -> agent:
+  {"ev": "started", "token": T, "pid": P, "t": unix_time}
+  {"ev": "error", "token": T, "error": "message"}
+  {"ev": "exit", "token": T, "code": C, "t": unix_time, "timed_out": bool, "stopped": bool}
+where C is the main process's exit code, or -N when it was killed by signal N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+ORPHAN_KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when the agent is gone
+PARENT_POLL = 0.5  # seconds between getppid() checks
+DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class _Job:
+    __slots__ = ("code", "deadline", "ended", "grace", "kill_at", "pid", "proc", "stopped",
+                 "timed_out", "token")  # fmt: skip
+
+    def __init__(self, token: int, proc: subprocess.Popen[bytes], timeout: float | None,
+                 grace: float) -> None:  # fmt: skip
+        self.token = token
+        self.proc = proc
+        self.pid = proc.pid  # also the process group id: the job leads its own session
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.grace = grace
+        self.kill_at: float | None = None
+        self.code: int | None = None  # set when the main process has been reaped
+        self.ended = 0.0
+        self.timed_out = False
+        self.stopped = False
+
+
+class Supervisor:
+    def __init__(self, agent_pid: int, in_fd: int = 0, out_fd: int = 1) -> None:
+        self.agent_pid = agent_pid
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.jobs: dict[int, _Job] = {}  # by pid
+        self.by_token: dict[int, _Job] = {}
+        self.closing = False
+        self.out_ok = True
+        self.buffer = b""
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        # Handlers, not SIG_IGN: ignored signals would be inherited by the jobs across exec.
+        for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _ignore)
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        while True:
+            if not self.closing and os.getppid() != self.agent_pid:
+                self.close()  # the agent died before or despite PDEATHSIG
+            if self.closing and not self.jobs:
+                self._kill_strays()
+                return 0
+            fds = [self.wake_r] if self.closing else [self.wake_r, self.in_fd]
+            try:
+                ready, _, _ = select.select(fds, [], [], self._next_wakeup())
+            except InterruptedError:  # pragma: no cover - select retries on EINTR (PEP 475)
+                ready = []
+            if self.wake_r in ready:
+                self._signals()
+            if self.in_fd in ready:
+                self._read_requests()
+            self._reap()
+            self._tick()
+
+    def _next_wakeup(self) -> float:
+        now = time.monotonic()
+        wake = now + PARENT_POLL
+        for job in self.jobs.values():
+            if job.code is not None:
+                wake = min(wake, now + DRAIN_POLL)
+            if job.kill_at is not None:
+                wake = min(wake, job.kill_at)
+            if job.deadline is not None and not job.timed_out and job.code is None:
+                wake = min(wake, job.deadline)
+        return max(0.0, wake - now)
+
+    def _signals(self) -> None:
+        try:
+            data = os.read(self.wake_r, 512)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in data:
+            self.close()
+
+    def _read_requests(self) -> None:
+        try:
+            data = os.read(self.in_fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.close()  # EOF: the agent is gone
+            return
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._request(json.loads(line))
+
+    def _request(self, msg: dict[str, Any]) -> None:
+        if msg["op"] == "spawn":
+            if self.closing:
+                self._send({"ev": "error", "token": msg["token"], "error": "agent shutting down"})
+            else:
+                self._spawn(msg)
+        elif msg["op"] == "stop":
+            job = self.by_token.get(msg["token"])
+            if job is not None and job.code is None:
+                job.stopped = True
+                self._terminate(job, float(msg["grace"]))
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def _spawn(self, msg: dict[str, Any]) -> None:
+        token = msg["token"]
+        argv = msg["argv"]
+        cwd = msg["cwd"]
+        fds: list[int] = []
+        try:
+            # No O_CREAT/O_TRUNC and no symlinks: the agent created these files; we only
+            # attach to them (we may be root, writing into a directory a job user can see).
+            flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fds.append(os.open(msg["stdout"], flags))
+            fds.append(os.open(msg["stderr"], flags))
+            extra: dict[str, Any] = {}
+            if msg.get("uid") is not None:
+                extra = {"user": msg["uid"], "group": msg["gid"], "extra_groups": msg["groups"]}
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fds[0],
+                stderr=fds[1],
+                cwd=cwd,
+                env=msg["env"],
+                start_new_session=True,
+                close_fds=True,
+                **extra,
+            )
+        except OSError as e:
+            self._send({"ev": "error", "token": token, "error": _start_error(e, argv, cwd)})
+            return
+        except (ValueError, TypeError) as e:
+            self._send({"ev": "error", "token": token, "error": f"cannot start job: {e}"})
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        job = _Job(token, proc, msg.get("timeout"), float(msg["grace"]))
+        self.jobs[job.pid] = job
+        self.by_token[token] = job
+        self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
+
+    def _terminate(self, job: _Job, grace: float) -> None:
+        """SIGTERM to the job's group now, SIGKILL at now + grace (or earlier if already due)."""
+        kill_at = time.monotonic() + max(0.0, grace)
+        if job.kill_at is not None and job.kill_at <= kill_at:
+            return
+        job.kill_at = kill_at
+        _killpg(job.pid, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self.jobs.get(pid)
+            if job is None:
+                continue  # an orphaned grandchild, reparented to us as subreaper
+            job.code = os.waitstatus_to_exitcode(status)
+            job.ended = time.time()
+            job.proc.returncode = job.code  # so Popen never tries to reap it again
+            if not _group_empty(job.pid):  # leftovers: stop them like a stopped job
+                self._terminate(job, job.grace)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            due = job.deadline is not None and now >= job.deadline
+            if due and job.code is None and not job.timed_out:
+                job.timed_out = True
+                self._terminate(job, job.grace)
+            if job.kill_at is not None and now >= job.kill_at:
+                job.kill_at = None
+                _killpg(job.pid, signal.SIGKILL)
+            if job.code is not None and _group_empty(job.pid):
+                del self.jobs[job.pid]
+                del self.by_token[job.token]
+                self._send(
+                    {
+                        "ev": "exit",
+                        "token": job.token,
+                        "code": job.code,
+                        "t": job.ended,
+                        "timed_out": job.timed_out,
+                        "stopped": job.stopped,
+                    }
+                )
+
+    def close(self) -> None:
+        """The agent is gone (or we were told to stop): kill every job, then exit."""
+        if self.closing:
+            return
+        self.closing = True
+        for job in self.jobs.values():
+            self._terminate(job, min(job.grace, ORPHAN_KILL_GRACE))
+
+    def _kill_strays(self) -> None:
+        """Kill and reap processes reparented to us that escaped their job's group."""
+        deadline = time.monotonic() + ORPHAN_KILL_GRACE + 1.0
+        while time.monotonic() < deadline:
+            strays = _children(os.getpid())
+            if not strays:
+                return
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reap()
+            time.sleep(DRAIN_POLL)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if not self.out_ok:
+            return
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        try:
+            while data:
+                data = data[os.write(self.out_fd, data) :]
+        except OSError:  # the agent closed its end: it is gone
+            self.out_ok = False
+            self.close()
+
+
+def _start_error(e: OSError, argv: list[str], cwd: str) -> str:
+    reason = e.strerror or str(e)
+    if e.filename == cwd and cwd not in argv[:1]:
+        return f"cannot use working directory {cwd!r}: {reason}"
+    if isinstance(e, FileNotFoundError):
+        return f"command not found: {argv[0]!r}"
+    if isinstance(e, PermissionError):
+        return f"cannot execute {argv[0]!r}: {reason}"
+    return f"cannot start {argv[0]!r}: {reason}"
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_empty(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: rely on EOF and getppid() polling
+        pass
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Signals only wake the loop (through the wakeup fd); the loop reads which ones."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: jobshim AGENT_PID  (started by the picluster agent)", file=sys.stderr)
+        return 2
+    return Supervisor(int(args[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

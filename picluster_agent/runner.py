@@ -1,0 +1,449 @@
+"""Running one attempt of a job on this node.
+
+    proc = JobProcess(spec, job_id=..., attempt=2, node="pi3", data_dir=Path("/var/lib/picluster"))
+    proc.start()                 # never raises for job-level problems
+    outcome = proc.wait(1.0)     # None while still running
+    proc.stop()                  # SIGTERM to the job's process group, SIGKILL after the grace
+
+Jobs are not children of the agent: the agent keeps one small supervisor process
+(`jobshim`, started on first use) that forks every job, enforces timeouts, reaps the job's
+whole process group, and kills every job if the agent dies, by any means including SIGKILL.
+See jobshim's docstring for how it notices. Keeping process control in one single-threaded
+process also keeps it cheap: starting a job costs one fork+exec of the job itself, not a
+Python interpreter per job.
+
+Files of an attempt (the attempt directory is root-owned when the agent is root, so a job
+cannot swap them for symlinks; the files and work dir belong to the job's user):
+
+    <data_dir>/jobs/<job_id>/<attempt>/stdout
+    <data_dir>/jobs/<job_id>/<attempt>/stderr
+    <data_dir>/jobs/<job_id>/<attempt>/work/     the default working directory
+
+`data_dir` must be traversable (o+x) by the run_as user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
+
+from . import jobshim
+from .keys import validate_job_id
+from .spec import JobSpec
+
+DEFAULT_TAIL_BYTES = 65536
+DEFAULT_KILL_GRACE = 10.0
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BASE_LANG = "C.UTF-8"
+
+_NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    exit_code: int | None  # None when killed by a signal (or never started)
+    signal: int | None
+    timed_out: bool
+    cancelled: bool  # stopped on request (stop() called while it ran)
+    started_at: float
+    ended_at: float
+    stdout_tail: str  # the last tail_bytes bytes, decoded as UTF-8 with errors="replace"
+    stderr_tail: str
+    error: str | None  # could not start (bad cwd, command not found, unknown user), or lost
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and self.error is None and not self.timed_out
+
+
+class JobProcess:
+    """One attempt of one job. Thread-safe: start, stop and wait may come from any thread."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        *,
+        job_id: str,
+        attempt: int,
+        node: str,
+        data_dir: Path,
+        tail_bytes: int = DEFAULT_TAIL_BYTES,
+        run_as: str | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        extra_env: Mapping[str, str] = _NO_ENV,
+    ) -> None:
+        validate_job_id(job_id)  # it becomes a directory name
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        self.spec = spec
+        self.job_id = job_id
+        self.attempt = attempt
+        self.node = node
+        self.tail_bytes = tail_bytes
+        self.run_as = run_as
+        self.kill_grace = kill_grace
+        self.extra_env = dict(extra_env)
+        self.data_dir = Path(data_dir)
+        self.attempt_dir = self.data_dir / "jobs" / job_id / str(attempt)
+        self.stdout_path = self.attempt_dir / "stdout"
+        self.stderr_path = self.attempt_dir / "stderr"
+        self.work_dir = self.attempt_dir / "work"
+
+        self._lock = threading.Lock()
+        self._replied = threading.Event()  # the supervisor answered the spawn request
+        self._done = threading.Event()
+        self._begun = False
+        self._stop_requested = False
+        self._stop_grace: float | None = None
+        self._token: int | None = None
+        self._supervisor: _Supervisor | None = None
+        self._pid: int | None = None
+        self._started_at = 0.0
+        self._ended_at = 0.0
+        self._code: int | None = None
+        self._timed_out = False
+        self._stopped = False
+        self._error: str | None = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The job's main process id (also its process group id), once started."""
+        return self._pid
+
+    def start(self) -> None:
+        """Start the attempt. Problems of the job itself end up in `wait()`'s outcome.error."""
+        with self._lock:
+            if self._begun:
+                raise RuntimeError(f"job {self.job_id} attempt {self.attempt} already started")
+            self._begun = True
+            cancelled = self._stop_requested
+        if cancelled:
+            self._finish(error=None)
+            return
+        try:
+            request = self._prepare()
+        except _StartError as e:
+            self._finish(error=str(e))
+            return
+        try:
+            self._supervisor = _supervisor()
+            self._supervisor.spawn(self, request)
+        except _SupervisorGone as e:
+            self._finish(error=str(e))
+            return
+        self._replied.wait()
+        if self._stop_requested:  # stop() came while we were starting: deliver it now
+            self.stop(self._stop_grace)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop the attempt: SIGTERM to its whole process group, SIGKILL after `grace` seconds
+        (default: kill_grace). The outcome then has cancelled=True. No-op once finished."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._stop_requested = True
+            self._stop_grace = grace
+            token = self._token
+            supervisor = self._supervisor
+        if token is not None and supervisor is not None:
+            grace = self.kill_grace if grace is None else grace
+            # If the supervisor is gone, its loss handling has killed the group already.
+            with contextlib.suppress(_SupervisorGone):
+                supervisor.send({"op": "stop", "token": token, "grace": grace})
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """The outcome, waiting up to `timeout` seconds (None: forever); None if still running."""
+        if not self._done.wait(timeout):
+            return None
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = self._build_outcome()
+            return self._outcome
+
+    # --- preparing ------------------------------------------------------------------------------
+
+    def _prepare(self) -> dict[str, Any]:
+        uid, gid, groups, user, home = self._identity()
+        env = {"PATH": BASE_PATH, "HOME": home, "LANG": BASE_LANG, "USER": user, "LOGNAME": user}
+        env.update(self.spec.env)
+        env.update(self.extra_env)
+        env["PICLUSTER_JOB_ID"] = self.job_id
+        env["PICLUSTER_ATTEMPT"] = str(self.attempt)
+        env["PICLUSTER_NODE"] = self.node
+        try:
+            self._make_files(uid, gid)
+        except OSError as e:
+            where = e.filename or self.attempt_dir
+            raise _StartError(f"cannot prepare {where}: {e.strerror}") from e
+        return {
+            "argv": self.spec.argv(),
+            "env": env,
+            "cwd": self.spec.cwd or str(self.work_dir),
+            "stdout": str(self.stdout_path),
+            "stderr": str(self.stderr_path),
+            "uid": uid,
+            "gid": gid,
+            "groups": groups,
+            "timeout": self.spec.timeout,
+            "grace": self.kill_grace,
+        }
+
+    def _identity(self) -> tuple[int | None, int | None, list[int] | None, str, str]:
+        """(uid, gid, groups, user name, home) to run as; ids are None for "as the agent"."""
+        if self.run_as is None:
+            try:
+                pw = pwd.getpwuid(os.geteuid())
+            except KeyError:
+                return None, None, None, str(os.geteuid()), "/"
+            return None, None, None, pw.pw_name, pw.pw_dir
+        try:
+            pw = pwd.getpwnam(self.run_as)
+        except KeyError:
+            raise _StartError(
+                f"user {self.run_as!r} (run_as) does not exist on node {self.node}"
+            ) from None
+        if os.geteuid() != 0:
+            if pw.pw_uid != os.geteuid():
+                raise _StartError(
+                    f"cannot run jobs as {self.run_as!r}: the agent is not running as root"
+                )
+            return None, None, None, pw.pw_name, pw.pw_dir
+        groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+        return pw.pw_uid, pw.pw_gid, groups, pw.pw_name, pw.pw_dir
+
+    def _make_files(self, uid: int | None, gid: int | None) -> None:
+        for d in (self.data_dir, self.data_dir / "jobs", self.attempt_dir.parent):
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if self.attempt_dir.exists():  # leftovers of an earlier run of this same attempt
+            shutil.rmtree(self.attempt_dir)
+        self.attempt_dir.mkdir(mode=0o755)
+        os.chmod(self.attempt_dir, 0o755)
+        paths = [self.stdout_path, self.stderr_path]
+        for path in paths:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        if self.spec.cwd is None:
+            self.work_dir.mkdir(mode=0o750)
+            paths.append(self.work_dir)
+        if uid is not None and gid is not None:
+            for path in paths:
+                os.chown(path, uid, gid)
+
+    # --- supervisor events (called on the supervisor's reader thread) ---------------------------
+
+    def _on_started(self, pid: int, t: float) -> None:
+        with self._lock:
+            self._pid = pid
+            self._started_at = t
+        self._replied.set()
+
+    def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._code = code
+            self._ended_at = t
+            self._timed_out = timed_out
+            self._stopped = stopped
+        self._done.set()
+
+    def _finish(self, error: str | None) -> None:
+        """End without a (known) exit: could not start, cancelled before start, or lost."""
+        with self._lock:
+            if self._done.is_set():
+                return
+            now = time.time()
+            self._error = error
+            self._started_at = self._started_at or now
+            self._ended_at = now
+            self._stopped = self._stop_requested
+        self._done.set()
+        self._replied.set()
+
+    def _build_outcome(self) -> Outcome:
+        code = self._code
+        return Outcome(
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
+            timed_out=self._timed_out,
+            cancelled=self._stopped,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+            stdout_tail=_tail(self.stdout_path, self.tail_bytes),
+            stderr_tail=_tail(self.stderr_path, self.tail_bytes),
+            error=self._error,
+        )
+
+
+class _StartError(Exception):
+    """A job-level reason the attempt cannot start; becomes Outcome.error."""
+
+
+class _SupervisorGone(Exception):
+    """The job supervisor process could not be started or has exited."""
+
+
+def _tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a file as text, not starting in the middle of a character."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - limit))
+            data = f.read(limit)
+    except OSError:
+        return ""
+    if size > limit:
+        skip = 0
+        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:  # continuation bytes
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", errors="replace")
+
+
+# --- the supervisor handle --------------------------------------------------------------------
+
+
+class _Supervisor:
+    """The agent's side of its jobshim process: a pipe to write requests, a thread to read events.
+
+    The process is forked from the reader thread, which lives as long as the supervisor does,
+    so that PR_SET_PDEATHSIG (tied to the forking thread) fires only when the agent dies.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int, JobProcess] = {}
+        self._next_token = 1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdin: IO[bytes] | None = None
+        self.error: str | None = None
+        self.alive = False
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=self._run, args=(ready,), name="picluster-jobshim", daemon=True
+        )
+        thread.start()
+        ready.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def spawn(self, job: JobProcess, request: dict[str, Any]) -> None:
+        with self._lock:
+            token = self._next_token
+            self._next_token += 1
+            self._jobs[token] = job
+            with job._lock:
+                job._token = token
+            try:
+                self._write({"op": "spawn", "token": token, **request})
+            except _SupervisorGone:
+                del self._jobs[token]
+                raise
+
+    def send(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            self._write(msg)
+
+    def _write(self, msg: dict[str, Any]) -> None:
+        if not self.alive or self._stdin is None:
+            raise _SupervisorGone(self.error or "job supervisor is not running")
+        try:
+            self._stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            self._stdin.flush()
+        except (OSError, ValueError) as e:
+            raise _SupervisorGone(f"job supervisor is not running: {e}") from e
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", jobshim.__file__, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C meant for the agent does not reach it
+                close_fds=True,
+            )
+        except OSError as e:
+            self.error = f"cannot start the job supervisor ({sys.executable}): {e}"
+            ready.set()
+            return
+        self._stdin = self._proc.stdin
+        self.alive = True
+        ready.set()
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._event(json.loads(line))
+        self._lost()
+
+    def _event(self, msg: dict[str, Any]) -> None:
+        kind = msg["ev"]
+        with self._lock:
+            token = msg["token"]
+            job = self._jobs.get(token) if kind == "started" else self._jobs.pop(token, None)
+        if job is None:
+            return
+        if kind == "started":
+            job._on_started(msg["pid"], msg["t"])
+        elif kind == "error":
+            job._finish(error=msg["error"])
+        else:
+            job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"])
+
+    def _lost(self) -> None:
+        """The supervisor exited: kill what it was watching ourselves, and fail those attempts."""
+        with self._lock:
+            self.alive = False
+            code = self._proc.wait() if self._proc is not None else None
+            self.error = f"the job supervisor exited unexpectedly (status {code})"
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            pid = job.pid
+            if pid is not None:
+                _killpg(pid, signal.SIGTERM)
+                timer = threading.Timer(jobshim.ORPHAN_KILL_GRACE, _killpg, (pid, signal.SIGKILL))
+                timer.daemon = True
+                timer.start()
+            job._finish(error=f"{self.error}; the job was killed")
+
+
+_current: _Supervisor | None = None
+_current_lock = threading.Lock()
+
+
+def _supervisor() -> _Supervisor:
+    global _current
+    with _current_lock:
+        if _current is None or not _current.alive:
+            _current = _Supervisor()
+            if not _current.alive:
+                error = _current.error
+                _current = None
+                raise _SupervisorGone(error or "cannot start the job supervisor")
+        return _current
+
+
+def supervisor_pid() -> int | None:
+    """The pid of this process's job supervisor, if one is running (for diagnostics/tests)."""
+    with _current_lock:
+        return _current.pid if _current is not None and _current.alive else None
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,442 @@
+"""JobProcess: one attempt of a job, run through the agent's job supervisor (jobshim).
+
+These run real processes. Every wait is on a condition with a deadline, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from picluster_agent import runner
+from picluster_agent.runner import JobProcess, Outcome, supervisor_pid
+from picluster_agent.spec import build_spec
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()  # state, ppid, pgrp, ...
+
+
+def group_members(pgid: int) -> list[int]:
+    """Every process (zombies included) whose process group is `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` no longer exists (a zombie still counts as existing)."""
+    return _stat(pid) is None
+
+
+def running(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., JobProcess]]:
+    started: list[JobProcess] = []
+
+    def make(command: Any, *, job_id: str = "job1", attempt: int = 1, **kw: Any) -> JobProcess:
+        spec_kw = {k: kw.pop(k) for k in ("shell", "env", "cwd", "timeout") if k in kw}
+        spec = build_spec(command, **spec_kw)
+        kw.setdefault("data_dir", tmp_path)
+        proc = JobProcess(spec, job_id=job_id, attempt=attempt, node="pi7", **kw)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:  # never leave a job behind, even when a test fails
+        proc.stop(grace=0)
+        proc.wait(5)
+
+
+def run(proc: JobProcess, timeout: float = 10.0) -> Outcome:
+    proc.start()
+    outcome = proc.wait(timeout)
+    assert outcome is not None, "job did not finish in time"
+    return outcome
+
+
+# --- exit status ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 255])
+def test_exit_code(make: Callable[..., JobProcess], code: int) -> None:
+    outcome = run(make(["sh", "-c", f"exit {code}"]))
+    assert (outcome.exit_code, outcome.signal, outcome.error) == (code, None, None)
+    assert not outcome.timed_out and not outcome.cancelled
+    assert outcome.succeeded == (code == 0)
+    assert outcome.started_at <= outcome.ended_at
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV])
+def test_signal_death(make: Callable[..., JobProcess], sig: int) -> None:
+    outcome = run(make(["sh", "-c", f"kill -{int(sig)} $$"]))
+    assert (outcome.exit_code, outcome.signal) == (None, sig)
+    assert not outcome.succeeded
+
+
+def test_output_files_and_tails(make: Callable[..., JobProcess], tmp_path: Path) -> None:
+    proc = make("echo out; echo err >&2", shell=True, job_id="j-out", attempt=2)
+    outcome = run(proc)
+    assert proc.stdout_path == tmp_path / "jobs" / "j-out" / "2" / "stdout"
+    assert proc.stderr_path == tmp_path / "jobs" / "j-out" / "2" / "stderr"
+    assert proc.stdout_path.read_text() == "out\n" == outcome.stdout_tail
+    assert proc.stderr_path.read_text() == "err\n" == outcome.stderr_tail
+
+
+def test_shell_mode(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make("echo $((40 + 2)) | tr 4 x; exit 5", shell=True))
+    assert outcome.stdout_tail == "x2\n"
+    assert outcome.exit_code == 5
+
+
+def test_argv_is_not_shell_interpreted(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make(["echo", "$HOME", "a b", "*"]))
+    assert outcome.stdout_tail == "$HOME a b *\n"
+
+
+def test_stdin_is_dev_null(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make(["sh", "-c", "cat; readlink /proc/self/fd/0"]), timeout=5)
+    assert outcome.stdout_tail == "/dev/null\n"
+
+
+# --- environment and working directory ---------------------------------------------------------
+
+
+def test_environment(make: Callable[..., JobProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_SECRET", "must-not-leak")
+    proc = make(
+        [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
+        env={"FOO": "bar", "LANG": "en_GB.UTF-8"},
+        extra_env={"EXTRA": "1", "PICLUSTER_NODE": "spoofed", "PICLUSTER_ATTEMPT": "99"},
+        job_id="env-job",
+        attempt=3,
+    )
+    import json
+
+    env = json.loads(run(proc).stdout_tail)
+    assert env["PICLUSTER_JOB_ID"] == "env-job"
+    assert env["PICLUSTER_ATTEMPT"] == "3"
+    assert env["PICLUSTER_NODE"] == "pi7"
+    assert env["FOO"] == "bar" and env["EXTRA"] == "1"
+    assert env["LANG"] == "en_GB.UTF-8"  # the spec may override the base
+    assert env["PATH"] == runner.BASE_PATH
+    me = pwd.getpwuid(os.geteuid())
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == (me.pw_dir, me.pw_name, me.pw_name)
+    assert "AGENT_SECRET" not in env
+
+
+def test_default_cwd_is_a_fresh_work_dir(make: Callable[..., JobProcess]) -> None:
+    proc = make(["sh", "-c", "pwd; ls -A; touch made-here"])
+    outcome = run(proc)
+    assert outcome.stdout_tail == f"{proc.work_dir}\n"
+    assert proc.work_dir == proc.stdout_path.parent / "work"
+    assert (proc.work_dir / "made-here").exists()
+
+
+def test_rerun_of_same_attempt_starts_clean(make: Callable[..., JobProcess]) -> None:
+    run(make(["sh", "-c", "echo first; touch stale"], job_id="same"))
+    proc = make(["sh", "-c", "ls -A"], job_id="same")
+    assert run(proc).stdout_tail == ""
+    assert proc.stdout_path.read_text() == ""
+
+
+def test_spec_cwd(make: Callable[..., JobProcess], tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    assert run(make(["pwd"], cwd=str(target))).stdout_tail == f"{target}\n"
+
+
+def test_bad_cwd_is_an_error(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make(["pwd"], cwd="/nonexistent/dir"))
+    assert outcome.exit_code is None
+    assert outcome.error is not None
+    assert "working directory '/nonexistent/dir'" in outcome.error
+
+
+def test_command_not_found(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make(["no-such-command-xyz", "arg"]))
+    assert (outcome.exit_code, outcome.signal) == (None, None)
+    assert outcome.error == "command not found: 'no-such-command-xyz'"
+    assert not outcome.succeeded
+
+
+def test_not_executable(make: Callable[..., JobProcess], tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    outcome = run(make([str(script)]))
+    assert outcome.error is not None and "cannot execute" in outcome.error
+
+
+# --- output size -------------------------------------------------------------------------------
+
+
+def test_big_output_full_file_bounded_tail(make: Callable[..., JobProcess]) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        line = b"x" * 99 + b"\\n"
+        for _ in range(50_000):          # 5 MB on stdout
+            sys.stdout.buffer.write(line)
+        sys.stdout.buffer.write(b"THE END\\n")
+        sys.stderr.buffer.write(b"e" * 3_000_000)
+        """
+    )
+    proc = make([sys.executable, "-c", code], tail_bytes=1000)
+    outcome = run(proc, timeout=20)
+    assert proc.stdout_path.stat().st_size == 5_000_008
+    assert proc.stderr_path.stat().st_size == 3_000_000
+    assert len(outcome.stdout_tail) == 1000
+    assert outcome.stdout_tail.endswith("x\nTHE END\n")
+    assert outcome.stderr_tail == "e" * 1000
+
+
+def test_tail_does_not_start_mid_character(make: Callable[..., JobProcess]) -> None:
+    # "é" is two bytes: an odd tail size cuts one in half; the half is dropped, not replaced.
+    outcome = run(make([sys.executable, "-c", "print('é' * 1000, end='')"], tail_bytes=101))
+    assert outcome.stdout_tail == "é" * 50
+
+
+# --- stop, timeout, orphans ---------------------------------------------------------------------
+
+
+def _start_with_children(proc: JobProcess) -> list[int]:
+    proc.start()
+    assert proc.pid is not None
+    return wait_for(
+        lambda: len(group_members(proc.pid)) >= 2 and group_members(proc.pid),
+        what="the job and its background child",
+    )
+
+
+def test_timeout_kills_the_whole_group(make: Callable[..., JobProcess]) -> None:
+    proc = make("sleep 1000 & sleep 1000", shell=True, timeout=0.5, kill_grace=0.5)
+    t0 = time.monotonic()
+    members = _start_with_children(proc)
+    outcome = proc.wait(10)
+    assert outcome is not None
+    assert outcome.timed_out and not outcome.cancelled
+    assert outcome.signal == signal.SIGTERM
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert all(gone(pid) for pid in members)  # reported only once the group is empty
+
+
+def test_timeout_escalates_to_sigkill(make: Callable[..., JobProcess]) -> None:
+    proc = make("trap '' TERM; sleep 1000 & wait", shell=True, timeout=0.3, kill_grace=0.5)
+    members = _start_with_children(proc)
+    outcome = proc.wait(10)
+    assert outcome is not None and outcome.timed_out
+    assert outcome.signal == signal.SIGKILL
+    assert all(gone(pid) for pid in members)
+
+
+def test_stop_kills_the_whole_group(make: Callable[..., JobProcess]) -> None:
+    proc = make("sleep 1000 & sleep 1000", shell=True)
+    members = _start_with_children(proc)
+    assert proc.wait(0.05) is None  # still running
+    proc.stop(grace=1.0)
+    outcome = proc.wait(10)
+    assert outcome is not None
+    assert outcome.cancelled and not outcome.timed_out
+    assert outcome.exit_code is None and outcome.signal == signal.SIGTERM
+    assert all(gone(pid) for pid in members)
+    proc.stop()  # after the end: a no-op
+
+
+def test_stop_before_start(make: Callable[..., JobProcess]) -> None:
+    proc = make(["sleep", "1000"])
+    proc.stop()
+    outcome = run(proc)
+    assert outcome.cancelled and outcome.error is None and proc.pid is None
+
+
+def test_start_twice_is_a_programming_error(make: Callable[..., JobProcess]) -> None:
+    proc = make(["true"])
+    run(proc)
+    with pytest.raises(RuntimeError):
+        proc.start()
+
+
+def test_leftover_children_die_when_the_job_exits(make: Callable[..., JobProcess]) -> None:
+    proc = make("sleep 1000 & echo $!", shell=True, kill_grace=1.0)
+    outcome = run(proc)
+    assert outcome.exit_code == 0 and not outcome.cancelled
+    assert gone(int(outcome.stdout_tail))
+
+
+def test_many_jobs_in_parallel(make: Callable[..., JobProcess]) -> None:
+    procs = [make(["sh", "-c", f"echo {i}; exit {i % 3}"], job_id=f"par-{i}") for i in range(30)]
+    threads = [threading.Thread(target=p.start) for p in procs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, p in enumerate(procs):
+        outcome = p.wait(10)
+        assert outcome is not None
+        assert (outcome.exit_code, outcome.stdout_tail) == (i % 3, f"{i}\n")
+
+
+# --- jobs never outlive the agent -----------------------------------------------------------------
+
+FAKE_AGENT = """
+import sys, time
+from pathlib import Path
+from picluster_agent.runner import JobProcess, supervisor_pid
+from picluster_agent.spec import build_spec
+
+proc = JobProcess(build_spec("sleep 1000 & sleep 1000", shell=True), job_id="orphan",
+                  attempt=1, node="fake", data_dir=Path(sys.argv[1]), kill_grace=30)
+proc.start()
+print(proc.pid, supervisor_pid(), flush=True)
+time.sleep(1000)
+"""
+
+
+def test_jobs_die_with_the_agent_on_kill_9(tmp_path: Path) -> None:
+    agent = subprocess.Popen(
+        [sys.executable, "-c", FAKE_AGENT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert agent.stdout is not None
+        job_pid, shim_pid = (int(x) for x in agent.stdout.readline().split())
+        members = wait_for(
+            lambda: len(group_members(job_pid)) >= 2 and group_members(job_pid),
+            what="the job's processes",
+        )
+        assert running(shim_pid)
+        agent.kill()
+        agent.wait()
+        wait_for(
+            lambda: all(gone(pid) for pid in members) and not group_members(job_pid),
+            timeout=3.0,
+            what="every process of the job to be gone",
+        )
+        wait_for(lambda: not running(shim_pid), timeout=3.0, what="the supervisor to exit")
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_supervisor_loss_kills_jobs_and_reports_it(make: Callable[..., JobProcess]) -> None:
+    proc = make("sleep 1000 & sleep 1000", shell=True)
+    members = _start_with_children(proc)
+    shim = supervisor_pid()
+    assert shim is not None
+    os.kill(shim, signal.SIGKILL)
+    outcome = proc.wait(10)
+    assert outcome is not None
+    assert outcome.error is not None and "supervisor exited unexpectedly" in outcome.error
+    wait_for(lambda: all(gone(pid) for pid in members), what="the orphaned job to be killed")
+    # The next job gets a fresh supervisor.
+    assert run(make(["true"], job_id="after")).exit_code == 0
+    assert supervisor_pid() not in (None, shim)
+
+
+# --- run_as -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def job_user() -> Iterator[pwd.struct_passwd]:
+    if os.geteuid() != 0:
+        pytest.skip("run_as needs root (CI runs as root)")
+    name = f"pct{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", name],
+        check=True,
+    )  # fmt: skip
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A data dir the job user can traverse (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="picluster-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_run_as_user(
+    make: Callable[..., JobProcess], job_user: pwd.struct_passwd, shared_dir: Path
+) -> None:
+    proc = make(
+        ["sh", "-c", "id -u; id -g; echo $USER $LOGNAME $HOME; touch mine"],
+        run_as=job_user.pw_name,
+        data_dir=shared_dir,
+    )
+    outcome = run(proc)
+    assert outcome.error is None, outcome.error
+    uid, gid, names = outcome.stdout_tail.splitlines()
+    assert (int(uid), int(gid)) == (job_user.pw_uid, job_user.pw_gid)
+    assert names == f"{job_user.pw_name} {job_user.pw_name} /nonexistent"
+    for path in (proc.stdout_path, proc.stderr_path, proc.work_dir, proc.work_dir / "mine"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (job_user.pw_uid, job_user.pw_gid)
+    assert proc.stdout_path.parent.stat().st_uid == 0  # the attempt dir stays the agent's
+
+
+def test_run_as_user_gets_supplementary_groups(
+    make: Callable[..., JobProcess], job_user: pwd.struct_passwd, shared_dir: Path
+) -> None:
+    group = f"pcg{uuid.uuid4().hex[:8]}"
+    subprocess.run(["groupadd", "--system", group], check=True)
+    try:
+        subprocess.run(["usermod", "-a", "-G", group, job_user.pw_name], check=True)
+        outcome = run(make(["id", "-Gn"], run_as=job_user.pw_name, data_dir=shared_dir))
+        assert group in outcome.stdout_tail.split()
+    finally:
+        subprocess.run(["groupdel", group], check=False)
+
+
+def test_run_as_unknown_user(make: Callable[..., JobProcess]) -> None:
+    outcome = run(make(["true"], run_as="no-such-user-xyz"))
+    assert outcome.error is not None
+    assert "'no-such-user-xyz'" in outcome.error and "does not exist" in outcome.error
