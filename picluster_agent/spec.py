@@ -506,12 +506,12 @@ def _describe(value: Any) -> str:
     }
     if value is None:
         return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     kind = kinds.get(type(value), type(value).__name__)
-    if isinstance(value, bool | int | float | str):
-        text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        if len(text) > 40:
-            text = text[:37] + "..."
-        return text if not isinstance(value, str) else f"{kind} {text}"
-    return kind
+    if not isinstance(value, int | float | str):
+        return kind
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
