@@ -20,6 +20,11 @@ BOOT_SECTORS = 81920  # 40 MiB: the smallest comfortable FAT32 with 512-byte clu
 ROOT_START = BOOT_START + BOOT_SECTORS
 IMAGE_BYTES = 64 * 1024 * 1024
 DISK_ID = "0x5e1f10a7"
+# A syntactically valid key; nothing ever logs in with it.
+SSH_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7rV9pD0Q1m0FwC5p2o8e3n3vL9m0Kq8a1b2c3d4e5f "
+    "admin@laptop"
+)
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 COMMENTED_CLOUD_INIT = {
@@ -145,8 +150,10 @@ def boot_label(image: Path) -> str:
     return out.strip().removeprefix("Volume label is").strip()
 
 
-def partition_table(image: Path) -> dict:
-    return json.loads(run(["sfdisk", "--json", str(image)]).stdout)
+def partitions(image: Path) -> list[tuple[int, int, str]]:
+    """(start, size, type) of each partition in the table."""
+    table = json.loads(run(["sfdisk", "--json", str(image)]).stdout)["partitiontable"]
+    return [(p["start"], p["size"], p["type"]) for p in table["partitions"]]
 
 
 def region_sha256(image: Path, start: int, length: int | None = None) -> str:

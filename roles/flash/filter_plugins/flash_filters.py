@@ -133,6 +133,11 @@ def network_settings(
     }
 
 
+def shell_quote(value) -> str:
+    """Always single-quoted for sh, so that no value is read as a command or a glob."""
+    return "'" + str(value).replace("'", "'\"'\"'") + "'"
+
+
 def etcd_members(hosts: list[str], chosen: list[str] | None = None) -> list[str]:
     """The etcd members among `hosts`: `chosen` if given, else the first 5, 3 or 1 of them."""
     hosts = list(hosts)
@@ -161,4 +166,5 @@ class FilterModule:
             "flash_cmdline": cmdline_with_firstrun,
             "flash_network": network_settings,
             "flash_etcd_members": etcd_members,
+            "flash_shell_quote": shell_quote,
         }
