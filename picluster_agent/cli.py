@@ -84,7 +84,8 @@ def connect(args: argparse.Namespace) -> tuple[EtcdClient, Keys]:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from .agent import Agent
+    from .agent import Agent, leader_heartbeat
+    from .scheduler import scheduler_duty
     from .worker import worker_duty_factory
 
     file, conn = _load(args)
@@ -106,7 +107,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
     )
-    agent = Agent(cfg, worker_duty=worker_duty_factory(cfg))
+    agent = Agent(
+        cfg,
+        master_duties=[leader_heartbeat, scheduler_duty(cfg)],
+        worker_duty=worker_duty_factory(cfg),
+    )
     # Fail fast on bad endpoints/TLS before serving: a typo should not look like an outage.
     agent.client.status() if args.check_connection else None
 

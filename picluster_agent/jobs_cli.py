@@ -1,12 +1,376 @@
-"""Job subcommands (submit, status, jobs, logs, wait, cancel, drain)."""
+"""Job subcommands: submit, status, jobs, logs, wait, cancel, drain, undrain.
+
+Exit codes beyond the common ones (see cli.py):
+  5  submit: this job id had been accepted before; nothing new was created
+  6  wait / submit --wait: at least one job ended without success
+  7  wait: timed out before every job finished
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
+
+from .client import Client, JobStatus, summarize
+from .config import build_connection, default_config_path, load_file, parse_labels
+from .errors import ConfigError
+from .jobs import JobState
+from .output import emit, error
+from .spec import JobSpec, SpecError, build_spec, parse_duration, parse_spec, parse_start_time
+
+EXIT_DUPLICATE = 5
+EXIT_JOB_FAILED = 6
+EXIT_TIMEOUT = 7
+
+JOB_EXIT_CODES = """job exit codes:
+  5  submit: the job id had been accepted before (nothing new was created)
+  6  wait, submit --wait: at least one job ended without success
+  7  wait: timed out before every job finished
+"""
+
+
+def _client(args: argparse.Namespace) -> Client:
+    file = load_file(args.config or default_config_path(), required=bool(args.config))
+    conn = build_connection(
+        file,
+        endpoints=args.endpoints,
+        prefix=args.prefix,
+        cacert=args.cacert,
+        cert=args.cert,
+        key=args.key,
+    )
+    return Client.from_connection(conn)
+
+
+# ---------------------------------------------------------------- submit
+
+
+def _env(items: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SpecError(f"--env {item!r}: expected KEY=VALUE", field="env")
+        env[k] = v
+    return env
+
+
+def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
+    now = time.time()
+    if args.at and args.after:
+        raise SpecError("give --at or --after, not both", field="not_before")
+    not_before = None
+    if args.at:
+        not_before = parse_start_time(args.at, now)
+    elif args.after:
+        not_before = now + parse_duration(args.after, what="--after")
+    if not command:
+        raise SpecError("no command given: picluster submit [OPTIONS] -- CMD ARGS...")
+    return build_spec(
+        " ".join(command) if args.shell else command,
+        shell=args.shell or None,
+        env=_env(args.env),
+        cwd=args.cwd,
+        timeout=parse_duration(args.timeout, what="--timeout") if args.timeout else None,
+        max_attempts=args.max_attempts,
+        priority=args.priority,
+        slots=args.slots,
+        memory_mb=args.memory,
+        constraints=parse_labels(args.label) if args.label else None,
+        not_before=not_before,
+        name=args.name,
+        submitted_at=now,
+    )
+
+
+def _specs_from_file(path: str) -> tuple[list[JobSpec], list[str | None]]:
+    """JSON lines, or one JSON array, of spec objects; an object may carry its own "id"."""
+    text = sys.stdin.read() if path == "-" else _read(path)
+    text = text.strip()
+    try:
+        items = (
+            json.loads(text)
+            if text.startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
+    except ValueError as e:
+        raise SpecError(f"{path}: not JSON lines or a JSON array: {e}") from e
+    specs: list[JobSpec] = []
+    ids: list[str | None] = []
+    now = time.time()
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise SpecError(f"{path}: item {n} is not a JSON object")
+        job_id = item.pop("id", None)
+        item.setdefault("submitted_at", now)
+        try:
+            specs.append(parse_spec(item, job_id or "placeholder"))
+        except SpecError as e:
+            raise SpecError(f"{path}: item {n}: {e}") from e
+        ids.append(job_id)
+    if not specs:
+        raise SpecError(f"{path}: no job specs found")
+    return specs, ids
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if args.file:
+        if command:
+            raise SpecError("give a command or --file, not both")
+        specs, ids = _specs_from_file(args.file)
+    else:
+        base = _spec_from_args(args, command)
+        if args.array:
+            if args.array < 1 or args.array > 100_000:
+                raise SpecError("--array must be between 1 and 100000")
+            if args.id:
+                raise SpecError("--id cannot be combined with --array (ids are made per job)")
+            specs = [
+                build_spec(
+                    base.command,
+                    **{
+                        **_spec_fields(base),
+                        "env": {**base.env, "PICLUSTER_ARRAY_INDEX": str(i)},
+                    },
+                )
+                for i in range(args.array)
+            ]
+            ids = [None] * len(specs)
+        else:
+            specs, ids = [base], [args.id]
+    client = _client(args)
+    if len(specs) == 1:
+        results = [client.submit_spec(specs[0], id=ids[0])]
+    else:
+        results = _submit_with_progress(client, specs, ids)
+    duplicate = False
+    for r in results:
+        print(r.id, flush=True)
+        if not r.accepted:
+            duplicate = True
+            error(f"job {r.id} was already accepted; nothing new was created")
+    if args.wait:
+        return _wait_and_report(client, [r.id for r in results], None, args.output)
+    return EXIT_DUPLICATE if duplicate else 0
+
+
+def _spec_fields(spec: JobSpec) -> dict[str, Any]:
+    data = spec.to_dict()
+    data.pop("command")
+    return data
+
+
+def _submit_with_progress(client: Client, specs: list[JobSpec], ids: list[str | None]) -> list:  # type: ignore[type-arg]
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("submitting", total=len(specs))
+        return client.submit_many(specs, ids, progress=lambda n: bar.advance(task, n))
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def _status_row(s: JobStatus) -> tuple[Any, ...]:
+    r = s.record
+    command = ""
+    if r is not None:
+        cmd = r.spec.get("command", r.spec.get("raw", ""))
+        command = cmd if isinstance(cmd, str) else " ".join(cmd)
+    return (
+        s.id,
+        s.state.value,
+        r.attempt if r else 0,
+        (r.node if r else None) or "-",
+        (r.exit_code if r and r.exit_code is not None else "-"),
+        command[:40],
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    s = client.status(args.id)
+    if args.output == "json":
+        emit("json", s.to_dict())
+        return 0
+    d = s.to_dict()
+    print(f"job {s.id}: {s.state.value}")
+    for key in ("attempt", "node", "exit_code", "reason", "waiting"):
+        if d.get(key) not in (None, ""):
+            print(f"  {key.replace('_', ' ')}: {d[key]}")
+    for key in ("submitted_at", "started_at", "finished_at"):
+        if d.get(key):
+            print(f"  {key.replace('_at', '')}: {time.strftime('%F %T', time.localtime(d[key]))}")
+    if s.record is not None:
+        print(f"  command: {json.dumps(s.record.spec.get('command', s.record.spec))}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    statuses = client.jobs(state=args.state, node=args.node, limit=args.limit)
+    emit(
+        args.output,
+        [s.to_dict() for s in statuses],
+        ("id", "state", "attempt", "node", "exit", "command"),
+        [_status_row(s) for s in statuses],
+    )
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    text = client.logs(args.id, stderr=args.stderr)
+    if args.output == "json":
+        emit("json", {"id": args.id, "stream": "stderr" if args.stderr else "stdout", "tail": text})
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _wait_and_report(client: Client, ids: list[str], timeout: float | None, fmt: str) -> int:
+    if len(ids) > 1 and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task("waiting", total=len(ids))
+            statuses = client.wait(
+                ids, timeout=timeout, progress=lambda done, _t: bar.update(task, completed=done)
+            )
+    else:
+        statuses = client.wait(ids, timeout=timeout)
+    counts = summarize(statuses)
+    if fmt == "json":
+        emit("json", {"jobs": [s.to_dict() for s in statuses.values()], "counts": counts})
+    elif len(ids) == 1:
+        s = next(iter(statuses.values()))
+        extra = f" (exit code {s.record.exit_code})" if s.record and s.record.exit_code else ""
+        print(f"{s.id} {s.state.value}{extra}")
+    else:
+        print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    if any(not s.state.final for s in statuses.values()):
+        return EXIT_TIMEOUT
+    if any(s.state is not JobState.SUCCEEDED for s in statuses.values()):
+        return EXIT_JOB_FAILED
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    timeout = parse_duration(args.timeout, what="--timeout") if args.timeout else None
+    return _wait_and_report(_client(args), args.ids, timeout, args.output)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = _client(args)
+    before = client.cancel(args.id)
+    if before.state.final:
+        message = f"job {args.id} already {before.state.value}; nothing to cancel"
+    else:
+        message = f"job {args.id}: cancel requested (was {before.state.value})"
+    if args.output == "json":
+        emit(
+            "json", {"id": args.id, "was": before.state.value, "requested": not before.state.final}
+        )
+    else:
+        print(message)
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    _client(args).drain(args.node, force=args.force)
+    print(f"node {args.node} drained: no new jobs; running jobs finish")
+    return 0
+
+
+def cmd_undrain(args: argparse.Namespace) -> int:
+    was = _client(args).undrain(args.node)
+    print(f"node {args.node} {'undrained' if was else 'was not drained'}")
+    return 0
+
+
+# ---------------------------------------------------------------- parsers
 
 
 def add_parsers(
     sub: Any, connection_options: Callable[..., None], output_option: Callable[..., None]
 ) -> None:
-    return None
+    def parser(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> Any:
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=JOB_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        connection_options(p)
+        output_option(p)
+        p.set_defaults(func=func)
+        return p
+
+    p = parser("submit", "submit a job; prints its id once etcd has committed it", cmd_submit)
+    p.add_argument("--id", help="job id (default: a new ULID); the same id again creates nothing")
+    p.add_argument("--priority", type=int, help="higher runs first (-1000..1000, default 0)")
+    p.add_argument("--max-attempts", type=int, help="run again on failure, up to N attempts")
+    p.add_argument("--timeout", help="stop the job after this long (e.g. 90s, 5m, 2h)")
+    p.add_argument("--slots", type=int, help="slots the job occupies on its node (default 1)")
+    p.add_argument("--memory", type=int, metavar="MB", help="memory the job needs, in MiB")
+    p.add_argument("--label", action="append", metavar="K=V", help="run only on nodes with it")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
+    p.add_argument("--cwd", help="working directory on the node (absolute)")
+    p.add_argument("--at", help="not before this time (ISO 8601, or HH:MM)")
+    p.add_argument("--after", help="not before this long from now (e.g. 10m)")
+    p.add_argument("--name", help="a human-readable name")
+    p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
+    p.add_argument("--array", type=int, metavar="N", help="N jobs; PICLUSTER_ARRAY_INDEX=0..N-1")
+    p.add_argument("--file", metavar="FILE", help="specs as JSON lines or an array ('-': stdin)")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs to finish")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+    p = parser("status", "show one job: state, attempts, node, result, why it waits", cmd_status)
+    p.add_argument("id")
+
+    p = parser("jobs", "list jobs", cmd_jobs)
+    p.add_argument("--state", choices=[s.value for s in JobState])
+    p.add_argument("--node")
+    p.add_argument("--limit", type=int, help="only the last N")
+
+    p = parser("logs", "the tail of a finished attempt's output", cmd_logs)
+    p.add_argument("id")
+    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+
+    p = parser("wait", "wait for jobs to finish; exit 0 only if all succeeded", cmd_wait)
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--timeout", help="give up after this long (e.g. 30s, 10m)")
+
+    p = parser(
+        "cancel", "cancel a job: queued ones never start, running ones are stopped", cmd_cancel
+    )
+    p.add_argument("id")
+
+    p = parser("drain", "give a node no new jobs; its running jobs finish", cmd_drain)
+    p.add_argument("node")
+    p.add_argument("--force", action="store_true", help="even if the node is not registered")
+
+    p = parser("undrain", "let a drained node take jobs again", cmd_undrain)
+    p.add_argument("node")

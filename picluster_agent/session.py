@@ -102,6 +102,15 @@ class Session:
         self._set_state(SessionState.LOST)
         self._thread.join(timeout=defaults.REQUEST_TIMEOUT * 2)
 
+    def expire_locally(self) -> None:
+        """Treat the lease as lost now (the worker's lease guard fired): stop renewing.
+
+        The agent then starts a new session and revokes this lease best-effort, so the
+        master sees the assignments under it vanish and re-queues them.
+        """
+        self._closing.set()
+        self._set_state(SessionState.LOST)
+
     def orphan(self) -> None:
         """Stop renewing and let the lease expire on its own."""
         self._closing.set()

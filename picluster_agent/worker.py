@@ -1,10 +1,409 @@
-"""The worker side of an agent (jobs: see the jobs issue)."""
+"""The worker side of an agent: run what the master assigns here, report back, fenced.
+
+Per session:
+- a watch on `<prefix>/assign/<node>/` brings assignments (the job record rides in the value);
+- a watch on `<prefix>/cancel/` brings cancellations;
+- each job runs through `runner.JobProcess` on its own thread (slots bound their number);
+- a reporter thread batches "running" marks and results into few transactions, each report
+  guarded by a compare on its own assignment key (created at the attempt's revision): once
+  that key is gone (lease expired, job re-queued elsewhere) the report is refused;
+- a lease guard kills every job *before* the lease can have expired at the server, i.e.
+  before `session.safe_until()`, when keepalives stop getting through; the session is then
+  dropped, so the master re-runs the jobs elsewhere and never twice at once.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import defaults
 from .agent import WorkerDuty
 from .config import AgentConfig
+from .errors import PiclusterError, Unavailable
+from .etcd import KV, EtcdClient, Event, cmp_created_at, op_delete, op_put
+from .jobs import MAX_NODE_LOSSES, JobRecord, JobResult, JobState
+from .keys import Keys
+from .runner import JobProcess, Outcome
+from .session import Session
+from .spec import SpecError, retry_delay
+from .stopping import StopSignal
+
+log = logging.getLogger(__name__)
+
+# etcd refuses a txn with more than 128 operations and requests over 1.5 MiB by default.
+MAX_TXN_OPS = 128
+MAX_TXN_BYTES = 1024 * 1024
 
 
-def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty | None:
-    return None
+@dataclass
+class RunningJob:
+    record: JobRecord  # as assigned (attempt = the fencing token)
+    assign_key: str
+    assign_revision: int  # create revision of the assignment key
+    process: JobProcess | None = None
+    started_reported: bool = False
+    cancel_requested: bool = False
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class Report:
+    job: RunningJob
+    record: JobRecord
+    result: JobResult | None = None  # None: a "running" mark
+    extra_deletes: list[str] = field(default_factory=list)
+
+    def ops(self, keys: Keys) -> list[dict]:
+        ops = [op_put(keys.job(self.record.id), self.record.to_json())]
+        if self.result is not None:
+            ops.append(op_put(keys.result(self.record.id), self.result.to_json()))
+            ops.append(op_delete(self.job.assign_key))
+            ops.extend(op_delete(k) for k in self.extra_deletes)
+        return ops
+
+    def size(self) -> int:
+        tail = len(self.result.stdout_tail) + len(self.result.stderr_tail) if self.result else 0
+        return 2 * len(str(self.record.spec)) + tail + 512
+
+
+def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
+    def duty(session: Session, stop: StopSignal) -> None:
+        Worker(cfg, session, stop).run()
+
+    return duty
+
+
+class Worker:
+    def __init__(self, cfg: AgentConfig, session: Session, stop: StopSignal) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.client: EtcdClient = session.client
+        self.keys = Keys(cfg.connection.prefix)
+        self.stop = stop
+        self.jobs: dict[str, RunningJob] = {}
+        self.cancels: set[str] = set()
+        self.lock = threading.Lock()
+        self.reports: queue.Queue[Report] = queue.Queue()
+        self.abandoned = threading.Event()
+        self.run_as = cfg.job_user if os.geteuid() == 0 else None
+        self.data_dir = Path(cfg.data_dir)
+        # Kill jobs this long before the lease could expire: SIGKILL of a process group and
+        # its reaping take milliseconds; the margin covers a slow, loaded board.
+        self.margin = min(1.0, session.ttl / 3)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        assign_dir = self.keys.assign_dir(self.cfg.name)
+        existing, rev = self.client.get_prefix(assign_dir)
+        cancels, _ = self.client.get_prefix(self.keys.cancel_dir, keys_only=True, revision=rev)
+        self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
+        for kv in existing:
+            self._on_assignment(kv)
+        watches = [
+            self.client.watch(assign_dir, self._on_assign_events, start_revision=rev + 1,
+                              name="assign-watch"),
+            self.client.watch(self.keys.cancel_dir, self._on_cancel_events,
+                              start_revision=rev + 1, name="cancel-watch"),
+        ]  # fmt: skip
+        reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
+        reporter.start()
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() > self.session.safe_until() - self.margin:
+                    self._lease_guard_fired()
+                    break
+                self.stop.wait(0.05)
+        finally:
+            for w in watches:
+                w.stop()
+            if not self.abandoned.is_set():
+                self._stop_all_jobs(reason="agent stopping")
+            reporter.join(timeout=5)
+
+    # ------------------------------------------------------------ events
+
+    def _on_assign_events(self, events: list[Event], _revision: int) -> None:
+        for e in events:
+            if e.type == "PUT" and e.kv.version == 1:
+                self._on_assignment(e.kv)
+
+    def _on_cancel_events(self, events: list[Event], _revision: int) -> None:
+        for e in events:
+            job_id = Keys.last_segment(e.kv.key)
+            if e.type == "PUT":
+                with self.lock:
+                    self.cancels.add(job_id)
+                    job = self.jobs.get(job_id)
+                if job is not None:
+                    self._cancel(job)
+            else:
+                with self.lock:
+                    self.cancels.discard(job_id)
+
+    def _on_assignment(self, kv: KV) -> None:
+        if self.abandoned.is_set():
+            return
+        try:
+            record = JobRecord.from_json(kv.value)
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("unreadable assignment %s: %s", kv.key, e)
+            return
+        job = RunningJob(record, kv.key, kv.create_revision)
+        with self.lock:
+            if record.id in self.jobs:
+                return
+            self.jobs[record.id] = job
+            job.cancel_requested = record.id in self.cancels
+        job.thread = threading.Thread(
+            target=self._run_job, args=(job,), name=f"job-{record.id}", daemon=True
+        )
+        job.thread.start()
+
+    def _cancel(self, job: RunningJob) -> None:
+        job.cancel_requested = True
+        if job.process is not None:
+            log.info("cancelling job %s (attempt %d)", job.record.id, job.record.attempt)
+            job.process.stop(self.cfg.kill_grace)
+
+    # ------------------------------------------------------------ running one job
+
+    def _run_job(self, job: RunningJob) -> None:
+        record = job.record
+        try:
+            spec = record.job_spec()
+        except SpecError as e:
+            self._finish(job, None, error=f"invalid spec: {e}")
+            return
+        process = JobProcess(
+            spec,
+            job_id=record.id,
+            attempt=record.attempt,
+            node=self.cfg.name,
+            data_dir=self.data_dir,
+            tail_bytes=self.cfg.result_tail_bytes,
+            run_as=self.run_as,
+            kill_grace=self.cfg.kill_grace,
+        )
+        job.process = process
+        if job.cancel_requested:
+            process.stop(0)
+        process.start()
+        started = record.with_(state=JobState.RUNNING, started_at=time.time())
+        self.reports.put(Report(job, started))
+        outcome = process.wait()
+        assert outcome is not None
+        if self.abandoned.is_set():
+            return  # the lease guard killed it: the master re-runs it, we report nothing
+        self._finish(job, outcome)
+
+    def _finish(self, job: RunningJob, outcome: Outcome | None, error: str | None = None) -> None:
+        record = job.record
+        now = time.time()
+        if outcome is not None:
+            error = outcome.error
+        cancelled = job.cancel_requested or (outcome is not None and outcome.cancelled)
+        succeeded = outcome is not None and outcome.succeeded and not cancelled
+        exit_code = outcome.exit_code if outcome is not None else None
+        if succeeded:
+            state, reason = JobState.SUCCEEDED, None
+        elif cancelled:
+            state, reason = JobState.CANCELLED, "cancelled by request"
+        else:
+            state, reason = JobState.FAILED, _failure_reason(outcome, error)
+        failures = record.failures + (state is JobState.FAILED)
+        result = JobResult(
+            id=record.id,
+            attempt=record.attempt,
+            node=self.cfg.name,
+            state=state,
+            exit_code=exit_code,
+            signal=outcome.signal if outcome else None,
+            timed_out=bool(outcome and outcome.timed_out),
+            started_at=outcome.started_at if outcome else None,
+            finished_at=outcome.ended_at if outcome else now,
+            stdout_tail=outcome.stdout_tail if outcome else "",
+            stderr_tail=outcome.stderr_tail if outcome else "",
+            error=error,
+        )
+        max_attempts = int(record.spec.get("max_attempts", 1))
+        if state is JobState.FAILED and failures < max_attempts and error is None:
+            # Retry: back to the queue with a backoff; the master assigns the next attempt.
+            delay = retry_delay(record.job_spec(), record.attempt + 1)
+            final = record.with_(
+                state=JobState.QUEUED,
+                failures=failures,
+                node=None,
+                exit_code=exit_code,
+                reason=f"retrying after attempt {record.attempt}: {reason}",
+                not_before=now + delay,
+                started_at=result.started_at,
+                finished_at=None,
+                history=record.note("retry", node=self.cfg.name, exit_code=exit_code),
+            )
+        else:
+            final = record.with_(
+                state=state,
+                failures=failures,
+                exit_code=exit_code,
+                reason=reason,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                history=record.note(state.value, node=self.cfg.name, exit_code=exit_code),
+            )
+        extra = [self.keys.cancel(record.id)] if cancelled else []
+        self.reports.put(Report(job, final, result, extra))
+
+    # ------------------------------------------------------------ reporting
+
+    def _report_loop(self) -> None:
+        while True:
+            try:
+                first = self.reports.get(timeout=0.2)
+            except queue.Empty:
+                if self.stop.is_set() and not self._busy():
+                    return
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self.reports.get_nowait())
+                except queue.Empty:
+                    break
+            self._send(batch)
+
+    def _busy(self) -> bool:
+        with self.lock:
+            return bool(self.jobs)
+
+    def _send(self, batch: list[Report]) -> None:
+        # A job that finished before its "running" mark was sent needs only the result.
+        finished = {r.record.id for r in batch if r.result is not None}
+        batch = [r for r in batch if r.result is not None or r.record.id not in finished]
+        chunk: list[Report] = []
+        ops = size = 0
+        for report in batch:
+            n, s = len(report.ops(self.keys)) + 1, report.size()
+            if chunk and (ops + n > MAX_TXN_OPS or size + s > MAX_TXN_BYTES):
+                self._commit(chunk)
+                chunk, ops, size = [], 0, 0
+            chunk.append(report)
+            ops += n
+            size += s
+        if chunk:
+            self._commit(chunk)
+
+    def _commit(self, chunk: list[Report]) -> None:
+        if self.abandoned.is_set():
+            return
+        compares = [cmp_created_at(r.job.assign_key, r.job.assign_revision) for r in chunk]
+        ops = [op for r in chunk for op in r.ops(self.keys)]
+        try:
+            res = self.client.txn(compares, ops)
+        except Unavailable as e:
+            log.warning("report of %d job(s) failed (%s); retrying one by one", len(chunk), e)
+            res = None
+        if res is not None and res.succeeded:
+            self._done(chunk)
+            return
+        # Some assignment is no longer ours (or the outcome is unknown): one by one.
+        for report in chunk:
+            self._commit_one(report)
+
+    def _commit_one(self, report: Report) -> None:
+        job = report.job
+        deadline = time.monotonic() + 30
+        while not self.abandoned.is_set():
+            try:
+                res = self.client.txn(
+                    [cmp_created_at(job.assign_key, job.assign_revision)], report.ops(self.keys)
+                )
+                if res.succeeded:
+                    self._done([report])
+                    return
+                if self._already_recorded(report):
+                    self._done([report])
+                    return
+                log.warning(
+                    "result of job %s attempt %d refused: the assignment is no longer ours",
+                    report.record.id,
+                    report.record.attempt,
+                )
+                self._done([report])
+                return
+            except PiclusterError as e:
+                if time.monotonic() > deadline or self.stop.is_set():
+                    log.error("could not report job %s: %s", report.record.id, e)
+                    return
+                time.sleep(defaults.RETRY_BACKOFF_MIN)
+
+    def _already_recorded(self, report: Report) -> bool:
+        """After an indeterminate write: did our report commit after all?"""
+        kv = self.client.get(self.keys.job(report.record.id))
+        if kv is None:
+            return False
+        current = JobRecord.from_json(kv.value)
+        return current.attempt == report.record.attempt and current.to_json() == (
+            report.record.to_json()
+        )
+
+    def _done(self, reports: list[Report]) -> None:
+        for r in reports:
+            if r.result is None:
+                r.job.started_reported = True
+                continue
+            with self.lock:
+                self.jobs.pop(r.record.id, None)
+            log.info("job %s attempt %d: %s", r.record.id, r.record.attempt, r.record.state.value)
+
+    # ------------------------------------------------------------ losing the lease
+
+    def _lease_guard_fired(self) -> None:
+        """Keepalives are not getting through: stop every job before the lease can expire."""
+        self.abandoned.set()
+        with self.lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            if job.process is not None:
+                job.process.stop(0)
+        log.warning(
+            "lease %x not renewed in time: killed %d job(s) before it could expire; "
+            "the master re-runs them",
+            self.session.lease_id,
+            len(jobs),
+        )
+        self.session.expire_locally()
+
+    def _stop_all_jobs(self, reason: str) -> None:
+        with self.lock:
+            jobs = list(self.jobs.values())
+        if not jobs:
+            return
+        log.info("%s: stopping %d job(s)", reason, len(jobs))
+        for job in jobs:
+            if job.process is not None:
+                job.process.stop(self.cfg.kill_grace)
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join(self.cfg.kill_grace + 5)
+
+
+def _failure_reason(outcome: Outcome | None, error: str | None) -> str:
+    if error:
+        return error
+    if outcome is None:
+        return "did not run"
+    if outcome.timed_out:
+        return "timed out"
+    if outcome.signal:
+        return f"killed by signal {outcome.signal}"
+    return f"exit code {outcome.exit_code}"
+
+
+__all__ = ["MAX_NODE_LOSSES", "Worker", "worker_duty_factory"]

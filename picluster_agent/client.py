@@ -1,0 +1,411 @@
+"""The Python API: submit, inspect, wait for and cancel jobs, from any node or a laptop.
+
+    from picluster_agent.client import Client
+    client = Client(endpoints="http://pi1:2379,http://pi2:2379")
+    job = client.submit(["python3", "simulate.py", "--seed", "7"], max_attempts=3)
+    print(job.id, client.wait([job.id])[job.id].state)
+
+A submission is accepted exactly when etcd has committed `<prefix>/queue/<id>`; `submit`
+returns only then. Ids are chosen here (ULIDs), so a retry with the same id is idempotent:
+the transaction refuses to create a job whose id exists in the queue or among the jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import defaults
+from .config import Connection, build_connection, default_config_path, load_file
+from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
+from .etcd import EtcdClient, Event, TLSFiles, cmp_absent, op_get, op_put
+from .ids import new_job_id
+from .jobs import JobRecord, JobResult, JobState
+from .keys import Keys, validate_job_id, validate_node_name
+from .registry import NodeInfo
+from .spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches
+
+# One submission costs two compares; etcd allows 128 compares per txn.
+SUBMIT_BATCH = 64
+SUBMIT_BATCH_BYTES = 1024 * 1024
+INDETERMINATE_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    id: str
+    accepted: bool  # False: this id had been accepted before; nothing new was created
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: str
+    state: JobState
+    record: JobRecord | None
+    result: JobResult | None
+    waiting: str | None = None  # why a queued job has not started yet
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        out: dict[str, Any] = {"id": self.id, "state": self.state.value, "waiting": self.waiting}
+        if r is not None:
+            out.update(
+                attempt=r.attempt,
+                node=r.node,
+                exit_code=r.exit_code,
+                reason=r.reason,
+                submitted_at=r.submitted_at,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                failures=r.failures,
+                losses=r.losses,
+                spec=r.spec,
+                history=list(r.history),
+            )
+        if self.result is not None:
+            out["result"] = {
+                "attempt": self.result.attempt,
+                "node": self.result.node,
+                "exit_code": self.result.exit_code,
+                "signal": self.result.signal,
+                "timed_out": self.result.timed_out,
+                "error": self.result.error,
+            }
+        return out
+
+
+class Client:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        prefix: str | None = None,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        config: str | None = None,
+    ) -> None:
+        """Connection settings: arguments, then PICLUSTER_* environment, then config file."""
+        file = load_file(config or default_config_path(), required=bool(config))
+        eps = ",".join(endpoints) if isinstance(endpoints, list | tuple) else endpoints
+        conn = build_connection(
+            file, endpoints=eps, prefix=prefix, cacert=cacert, cert=cert, key=key
+        )
+        self._init(conn)
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> Client:
+        self = cls.__new__(cls)
+        self._init(conn)
+        return self
+
+    def _init(self, conn: Connection) -> None:
+        self.connection = conn
+        self.keys = Keys(conn.prefix)
+        self.etcd = EtcdClient(conn.endpoints, TLSFiles(conn.cacert, conn.cert, conn.key))
+
+    def close(self) -> None:
+        self.etcd.close()
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(
+        self, command: Sequence[str] | str, *, id: str | None = None, **fields: Any
+    ) -> SubmitResult:
+        """Submit one job; `fields` are JobSpec fields (shell, env, cwd, timeout, ...)."""
+        fields.setdefault("submitted_at", time.time())
+        return self.submit_spec(build_spec(command, **fields), id=id)
+
+    def submit_spec(self, spec: JobSpec, *, id: str | None = None) -> SubmitResult:
+        job_id = validate_job_id(id) if id is not None else new_job_id()
+        value = _encoded(spec)
+        for attempt in range(INDETERMINATE_RETRIES):
+            try:
+                res = self.etcd.txn(
+                    [cmp_absent(self.keys.queue(job_id)), cmp_absent(self.keys.job(job_id))],
+                    [op_put(self.keys.queue(job_id), value)],
+                    [op_get(self.keys.queue(job_id)), op_get(self.keys.job(job_id))],
+                )
+            except Indeterminate:
+                # The first try may have committed: asking again is safe (same id), and a
+                # refusal then tells us whether the job that exists is ours.
+                time.sleep(defaults.RETRY_BACKOFF_MIN * (attempt + 1))
+                continue
+            if res.succeeded:
+                return SubmitResult(job_id, accepted=True)
+            return SubmitResult(job_id, accepted=self._is_ours(res.ranges, value, attempt))
+        raise Unavailable(f"could not learn whether job {job_id} was accepted; ask `status`")
+
+    def _is_ours(self, ranges: list[list[Any]], value: str, attempt: int) -> bool:
+        """After an indeterminate try, an existing job with our exact spec was our commit."""
+        if attempt == 0:
+            return False
+        queued, record = ranges[0], ranges[1]
+        if queued and queued[0].value == value.encode():
+            return True
+        if record:
+            existing = JobRecord.from_json(record[0].value)
+            return existing.spec == _decoded_spec(value)
+        return False
+
+    def submit_many(
+        self,
+        specs: Sequence[JobSpec],
+        ids: Sequence[str | None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[SubmitResult]:
+        """Submit many jobs, up to SUBMIT_BATCH per transaction. Results keep the order."""
+        if ids is not None and len(ids) != len(specs):
+            raise SpecError("ids and specs differ in length")
+        chosen = [
+            validate_job_id(i) if i else new_job_id()
+            for i in (ids if ids is not None else [None] * len(specs))
+        ]
+        if len(set(chosen)) != len(chosen):
+            raise SpecError("the same job id appears twice in one submission")
+        values = [_encoded(s) for s in specs]
+        results: list[SubmitResult] = []
+        for chunk in _chunks(list(zip(chosen, values, specs, strict=True))):
+            results.extend(self._submit_chunk(chunk))
+            if progress is not None:
+                progress(len(chunk))
+        return results
+
+    def _submit_chunk(self, chunk: list[tuple[str, str, JobSpec]]) -> list[SubmitResult]:
+        compares = []
+        for job_id, _, _ in chunk:
+            compares += [cmp_absent(self.keys.queue(job_id)), cmp_absent(self.keys.job(job_id))]
+        ops = [op_put(self.keys.queue(job_id), value) for job_id, value, _ in chunk]
+        try:
+            res = self.etcd.txn(compares, ops)
+            if res.succeeded:
+                return [SubmitResult(job_id, True) for job_id, _, _ in chunk]
+        except Indeterminate:
+            pass
+        # Some id exists already (or the outcome is unknown): settle each one by itself.
+        return [self.submit_spec(spec, id=job_id) for job_id, _, spec in chunk]
+
+    # ------------------------------------------------------------ inspecting
+
+    def status(self, job_id: str) -> JobStatus:
+        validate_job_id(job_id)
+        res = self.etcd.txn(
+            [],
+            [
+                op_get(self.keys.queue(job_id)),
+                op_get(self.keys.job(job_id)),
+                op_get(self.keys.result(job_id)),
+            ],
+        )
+        queued, job, result = (r[0] if r else None for r in res.ranges)
+        if job is not None:
+            record = JobRecord.from_json(job.value)
+            res_obj = JobResult.from_json(result.value) if result is not None else None
+            waiting = self._why_waiting(record) if record.state is JobState.QUEUED else None
+            return JobStatus(job_id, record.state, record, res_obj, waiting)
+        if queued is not None:
+            try:
+                from .spec import parse_spec
+
+                spec = parse_spec(queued.value, job_id)
+                record = JobRecord(
+                    id=job_id,
+                    spec=spec.to_dict(),
+                    state=JobState.QUEUED,
+                    seq=queued.create_revision,
+                    submitted_at=spec.submitted_at,
+                )
+                waiting = self._why_waiting(record)
+            except SpecError as e:
+                record, waiting = None, f"will be rejected: {e}"
+            return JobStatus(job_id, JobState.QUEUED, record, None, waiting)
+        raise NotFound(
+            f"job {job_id} not found: never accepted, or removed after its retention period"
+        )
+
+    def _why_waiting(self, record: JobRecord) -> str:
+        spec = record.spec
+        not_before = record.not_before or spec.get("not_before")
+        if not_before and not_before > time.time():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(not_before))
+            return f"not before {when}"
+        nodes = [
+            NodeInfo.from_json(kv.value) for kv in self.etcd.get_prefix(self.keys.nodes_dir)[0]
+        ]
+        drained = {
+            Keys.last_segment(kv.key)
+            for kv in self.etcd.get_prefix(self.keys.drain_dir, keys_only=True)[0]
+        }
+        constraints = spec.get("constraints") or {}
+        slots = int(spec.get("slots") or 1)
+        if not nodes:
+            return "no node is registered"
+        matching = [n for n in nodes if matches(constraints, n.labels)]
+        if not matching:
+            wanted = ",".join(f"{k}={v}" for k, v in sorted(constraints.items()))
+            return f"no registered node has the labels {wanted}"
+        big = [n for n in matching if n.slots >= slots]
+        if not big:
+            largest = max(n.slots for n in matching)
+            return f"needs {slots} slots; the largest matching node has {largest}"
+        if all(n.name in drained for n in big):
+            return "every node that could run it is drained"
+        if record.reason:
+            return record.reason
+        return "waiting for a free slot"
+
+    def jobs(
+        self,
+        state: JobState | str | None = None,
+        node: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobStatus]:
+        want = JobState(state) if state is not None else None
+        out: list[JobStatus] = []
+        queued, rev = self.etcd.get_prefix(self.keys.queue_dir)
+        if want in (None, JobState.QUEUED) and node is None:
+            for kv in queued:
+                job_id = Keys.last_segment(kv.key)
+                out.append(JobStatus(job_id, JobState.QUEUED, None, None, "submitted"))
+        records, _ = self.etcd.get_prefix(self.keys.jobs_dir, revision=rev)
+        for kv in records:
+            record = JobRecord.from_json(kv.value)
+            if want is not None and record.state is not want:
+                continue
+            if node is not None and record.node != node:
+                continue
+            out.append(JobStatus(record.id, record.state, record, None))
+        out.sort(key=lambda s: (s.record.seq if s.record else 0, s.id))
+        return out[-limit:] if limit else out
+
+    def logs(self, job_id: str, *, stderr: bool = False) -> str:
+        status = self.status(job_id)
+        if status.result is None:
+            raise NotFound(f"job {job_id} has no output yet (state {status.state.value})")
+        return status.result.stderr_tail if stderr else status.result.stdout_tail
+
+    def wait(
+        self,
+        job_ids: Iterable[str],
+        *,
+        timeout: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, JobStatus]:
+        """Block until every job is final (or `timeout`); returns the statuses seen last.
+
+        One prefix watch on `<prefix>/jobs/` serves any number of ids.
+        """
+        ids = list(dict.fromkeys(validate_job_id(i) for i in job_ids))
+        wanted = set(ids)
+        done: dict[str, JobStatus] = {}
+        changed = threading.Event()
+        lock = threading.Lock()
+
+        def on_events(events: list[Event], _rev: int) -> None:
+            for e in events:
+                job_id = Keys.last_segment(e.kv.key)
+                if e.type != "PUT" or job_id not in wanted:
+                    continue
+                record = JobRecord.from_json(e.kv.value)
+                if record.state.final:
+                    with lock:
+                        done[job_id] = JobStatus(job_id, record.state, record, None)
+                    changed.set()
+
+        # One consistent snapshot, then the watch continues exactly where it was taken.
+        records, rev = self.etcd.get_prefix(self.keys.jobs_dir)
+        queued, _ = self.etcd.get_prefix(self.keys.queue_dir, keys_only=True, revision=rev)
+        known = {Keys.last_segment(kv.key) for kv in queued}
+        for kv in records:
+            job_id = Keys.last_segment(kv.key)
+            if job_id in wanted:
+                known.add(job_id)
+                record = JobRecord.from_json(kv.value)
+                if record.state.final:
+                    done[job_id] = JobStatus(job_id, record.state, record, None)
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise NotFound(f"job {missing[0]} not found: never accepted, or removed")
+        watch = self.etcd.watch(self.keys.jobs_dir, on_events, start_revision=rev + 1)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                with lock:
+                    finished = len(done)
+                if progress is not None:
+                    progress(finished, len(ids))
+                if finished >= len(ids):
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                changed.wait(0.5 if left is None else min(0.5, left))
+                changed.clear()
+        finally:
+            watch.stop()
+        with lock:
+            return {i: done[i] if i in done else self.status(i) for i in ids}
+
+    # ------------------------------------------------------------ control
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Ask for a job to be cancelled; returns its status at the time of asking."""
+        status = self.status(job_id)
+        if status.state.final:
+            return status
+        self.etcd.txn(
+            [cmp_absent(self.keys.cancel(job_id))],
+            [op_put(self.keys.cancel(job_id), str(time.time()))],
+        )
+        return status
+
+    def drain(self, node: str, *, force: bool = False) -> None:
+        validate_node_name(node)
+        if not force and self.etcd.get(self.keys.node(node)) is None:
+            raise NotFound(f"node {node} is not registered (use --force to drain it anyway)")
+        self.etcd.put(self.keys.drain(node), str(time.time()))
+
+    def undrain(self, node: str) -> bool:
+        validate_node_name(node)
+        return self.etcd.delete(self.keys.drain(node)) > 0
+
+
+def _encoded(spec: JobSpec) -> str:
+    value = spec.to_json()
+    size = len(value.encode("utf-8"))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec is {size} bytes; the limit is {MAX_SPEC_BYTES} (1 MiB)")
+    return value
+
+
+def _decoded_spec(value: str) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(value))
+
+
+def _chunks(items: list[tuple[str, str, JobSpec]]) -> Iterable[list[tuple[str, str, JobSpec]]]:
+    chunk: list[tuple[str, str, JobSpec]] = []
+    size = 0
+    for item in items:
+        n = len(item[1]) + 200
+        if chunk and (len(chunk) >= SUBMIT_BATCH or size + n > SUBMIT_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def summarize(statuses: Mapping[str, JobStatus]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s.state.value] = counts.get(s.state.value, 0) + 1
+    return counts
+
+
+__all__ = ["Client", "JobStatus", "PiclusterError", "SubmitResult", "summarize"]

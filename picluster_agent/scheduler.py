@@ -1,0 +1,664 @@
+"""The master's job: take submissions from the queue and assign them to workers, fenced.
+
+Driven by watches (queue/, assign/, nodes/, drain/, cancel/), never by polling. One thread
+owns the in-memory model; watch threads only hand events over. Every write is a transaction
+that carries the election guard (`Election.fenced_txn`): a deposed master cannot assign.
+
+Scheduling: ready jobs in (priority desc, submission order) order, each placed on the
+least-loaded live, undrained node whose labels satisfy the job's constraints and that has
+the slots (and memory) free. Up to `ASSIGN_BATCH` assignments share one transaction.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import AgentConfig
+from .election import Election
+from .errors import NotLeader, PiclusterError, Unavailable
+from .etcd import (
+    KV,
+    EtcdClient,
+    Event,
+    cmp_absent,
+    cmp_created_at,
+    cmp_modified_at,
+    op_delete,
+    op_get,
+    op_put,
+)
+from .jobs import MAX_NODE_LOSSES, JobRecord, JobState
+from .keys import Keys
+from .registry import NodeInfo
+from .session import SessionState
+from .spec import JobSpec, SpecError, matches, parse_spec
+from .stopping import StopSignal
+
+log = logging.getLogger(__name__)
+
+# Each fresh assignment costs 2 compares and 3 operations; etcd allows 128 of each per txn.
+ASSIGN_BATCH = 40
+READ_BATCH = 120
+GC_BATCH = 60
+GC_INTERVAL = 5.0
+IDLE_WAKEUP = 1.0
+
+
+@dataclass
+class NodeSlots:
+    name: str
+    lease: int
+    create_revision: int
+    slots: int
+    labels: dict[str, str]
+    memory_mb: int | None = None
+    drained: bool = False
+    used_slots: int = 0
+    used_memory: int = 0
+    jobs: set[str] = field(default_factory=set)
+
+    def fits(self, spec: JobSpec) -> bool:
+        if self.drained or self.used_slots + spec.slots > self.slots:
+            return False
+        if spec.memory_mb and self.memory_mb is not None:
+            return self.used_memory + spec.memory_mb <= self.memory_mb
+        return True
+
+
+@dataclass
+class Pending:
+    id: str
+    spec: JobSpec
+    source_key: str  # queue/<id> for a fresh submission, jobs/<id> for a re-run
+    source_revision: int  # mod revision of source_key when read: compared at assignment
+    seq: int
+    record: JobRecord | None = None  # the stored record, for re-runs
+
+    @property
+    def fresh(self) -> bool:
+        return self.record is None
+
+    @property
+    def not_before(self) -> float:
+        if self.record is not None and self.record.not_before:
+            return self.record.not_before
+        return self.spec.not_before or 0.0
+
+    def order(self) -> tuple[int, int]:
+        return (-self.spec.priority, self.seq)
+
+
+@dataclass
+class Placed:
+    id: str
+    node: str
+    attempt: int
+    slots: int
+    memory: int
+
+
+def scheduler_duty(cfg: AgentConfig):  # type: ignore[no-untyped-def]
+    def scheduler(election: Election, stop: StopSignal) -> None:
+        Scheduler(election, cfg, stop).run()
+
+    return scheduler
+
+
+class Scheduler:
+    def __init__(self, election: Election, cfg: AgentConfig, stop: StopSignal) -> None:
+        self.election = election
+        self.client: EtcdClient = election.client
+        self.keys = election.keys
+        self.cfg = cfg
+        self.stop = stop
+        self.inbox: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
+        self.nodes: dict[str, NodeSlots] = {}
+        self.drained: set[str] = set()
+        self.pending: dict[str, Pending] = {}
+        self.running: dict[str, Placed] = {}
+        self.cancels: set[str] = set()
+        self.finished: deque[tuple[float, str]] = deque()
+        self._fresh_queue: dict[str, KV] = {}
+        self._ended: list[tuple[str, str]] = []
+        self._new_cancels: set[str] = set()
+        self._next_gc = time.monotonic() + GC_INTERVAL
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        revision = self._load()
+        watches = [
+            self.client.watch(
+                prefix,
+                lambda events, _rev, kind=kind: self.inbox.put((kind, events)),
+                start_revision=revision + 1,
+                name=f"master-{kind}",
+            )
+            for kind, prefix in (
+                ("queue", self.keys.queue_dir),
+                ("assign", self.keys.assign_root),
+                ("nodes", self.keys.nodes_dir),
+                ("drain", self.keys.drain_dir),
+                ("cancel", self.keys.cancel_dir),
+            )
+        ]
+        log.info(
+            "scheduler: %d queued, %d running, %d node(s) at revision %d",
+            len(self.pending) + len(self._fresh_queue),
+            len(self.running),
+            len(self.nodes),
+            revision,
+        )
+        try:
+            while not self.stop.is_set():
+                if self.election.session.state is not SessionState.CONNECTED:
+                    # SUSPENDED: the lease may be gone; decide nothing until it is renewed.
+                    self.stop.wait(0.1)
+                    continue
+                self._drain_inbox(self._wait_time())
+                try:
+                    self._step()
+                except Unavailable as e:
+                    log.warning("scheduler: etcd unavailable (%s); retrying", e)
+                    self.stop.wait(0.5)
+        finally:
+            for w in watches:
+                w.stop()
+
+    def _step(self) -> None:
+        self._process_submissions()
+        self._process_ended()
+        self._process_cancels()
+        self._schedule()
+        if time.monotonic() >= self._next_gc:
+            self._collect_garbage()
+            self._next_gc = time.monotonic() + GC_INTERVAL
+
+    def _wait_time(self) -> float:
+        now = time.time()
+        waits = [IDLE_WAKEUP, max(0.0, self._next_gc - time.monotonic())]
+        future = [p.not_before - now for p in self.pending.values() if p.not_before > now]
+        if future:
+            waits.append(min(future))
+        return max(0.0, min(waits))
+
+    # ------------------------------------------------------------ loading state
+
+    def _load(self) -> int:
+        """Read everything at one revision, so that the watches continue exactly from it."""
+        nodes, rev = self.client.get_prefix(self.keys.nodes_dir)
+        read = self.client.get_prefix
+        drains, _ = read(self.keys.drain_dir, keys_only=True, revision=rev)
+        jobs, _ = read(self.keys.jobs_dir, revision=rev)
+        assigns, _ = read(self.keys.assign_root, keys_only=True, revision=rev)
+        queued, _ = read(self.keys.queue_dir, revision=rev)
+        cancels, _ = read(self.keys.cancel_dir, keys_only=True, revision=rev)
+
+        self.drained = {Keys.last_segment(kv.key) for kv in drains}
+        for kv in nodes:
+            self._node_put(kv)
+        assigned = {kv.key for kv in assigns}
+        self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
+        self._new_cancels = set(self.cancels)
+        lost: list[tuple[JobRecord, int]] = []
+        for kv in jobs:
+            try:
+                record = JobRecord.from_json(kv.value)
+            except (ValueError, KeyError, TypeError) as e:
+                log.error("unreadable job record %s: %s", kv.key, e)
+                continue
+            if record.state.final:
+                self.finished.append((record.finished_at or 0.0, record.id))
+            elif record.state is JobState.QUEUED:
+                self._add_rerun(record, kv.mod_revision)
+            elif record.node and self.keys.assign(record.node, record.id) in assigned:
+                self._place(record.id, record.node, record.attempt, record.job_spec())
+            else:
+                lost.append((record, kv.mod_revision))
+        self.finished = deque(sorted(self.finished))
+        for kv in queued:
+            self._fresh_queue[Keys.last_segment(kv.key)] = kv
+        for record, mod in lost:
+            self._requeue_lost(record, mod)
+        return rev
+
+    def _node_put(self, kv: KV) -> None:
+        try:
+            info = NodeInfo.from_json(kv.value)
+        except (ValueError, TypeError) as e:
+            log.error("unreadable registration %s: %s", kv.key, e)
+            return
+        old = self.nodes.get(info.name)
+        node = NodeSlots(
+            name=info.name,
+            lease=kv.lease,
+            create_revision=kv.create_revision,
+            slots=info.slots,
+            labels=dict(info.labels),
+            memory_mb=getattr(info, "memory_mb", None),
+            drained=info.name in self.drained,
+        )
+        if old is not None and old.create_revision == kv.create_revision:
+            node.used_slots, node.used_memory, node.jobs = (
+                old.used_slots,
+                old.used_memory,
+                old.jobs,
+            )
+        self.nodes[info.name] = node
+
+    def _add_rerun(self, record: JobRecord, mod_revision: int) -> None:
+        try:
+            spec = record.job_spec()
+        except SpecError as e:
+            log.error("job %s has an invalid stored spec: %s", record.id, e)
+            return
+        self.pending[record.id] = Pending(
+            record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record
+        )
+
+    # ------------------------------------------------------------ events
+
+    def _drain_inbox(self, timeout: float) -> None:
+        try:
+            kind, events = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._apply(kind, events)
+        while True:
+            try:
+                kind, events = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(kind, events)
+
+    def _apply(self, kind: str, events: list[Event]) -> None:
+        for e in events:
+            name = Keys.last_segment(e.kv.key)
+            if kind == "queue":
+                if e.type == "PUT":
+                    self._fresh_queue[name] = e.kv
+                else:
+                    self._fresh_queue.pop(name, None)
+                    p = self.pending.get(name)
+                    if p is not None and p.fresh:
+                        del self.pending[name]
+            elif kind == "assign" and e.type == "DELETE":
+                node = e.kv.key[len(self.keys.assign_root) :].split("/", 1)[0]
+                self._ended.append((node, name))
+            elif kind == "nodes":
+                if e.type == "PUT":
+                    self._node_put(e.kv)
+                else:
+                    gone = self.nodes.pop(name, None)
+                    if gone is not None:
+                        log.info("node %s left (%d job(s) there)", name, len(gone.jobs))
+            elif kind == "drain":
+                drained = e.type == "PUT"
+                (self.drained.add if drained else self.drained.discard)(name)
+                if name in self.nodes:
+                    self.nodes[name].drained = drained
+            elif kind == "cancel":
+                if e.type == "PUT":
+                    self.cancels.add(name)
+                    self._new_cancels.add(name)
+                else:
+                    self.cancels.discard(name)
+
+    # ------------------------------------------------------------ submissions
+
+    def _read_many(self, keys: list[str]) -> dict[str, KV]:
+        found: dict[str, KV] = {}
+        for i in range(0, len(keys), READ_BATCH):
+            chunk = keys[i : i + READ_BATCH]
+            res = self.client.txn([], [op_get(k) for k in chunk])
+            for kvs in res.ranges:
+                for kv in kvs:
+                    found[kv.key] = kv
+        return found
+
+    def _process_submissions(self) -> None:
+        if not self._fresh_queue:
+            return
+        fresh, self._fresh_queue = self._fresh_queue, {}
+        existing = self._read_many([self.keys.job(i) for i in fresh])
+        rejects: list[tuple[KV, str]] = []
+        duplicates: list[KV] = []
+        for job_id, kv in fresh.items():
+            if self.keys.job(job_id) in existing:
+                duplicates.append(kv)
+                continue
+            try:
+                spec = parse_spec(kv.value, job_id)
+            except SpecError as e:
+                rejects.append((kv, str(e)))
+                continue
+            self.pending[job_id] = Pending(
+                job_id, spec, kv.key, kv.mod_revision, kv.create_revision
+            )
+        for kv in duplicates:
+            # A plain `etcdctl put` of an id that exists already: the job is not made twice.
+            log.warning("duplicate submission of %s ignored", Keys.last_segment(kv.key))
+            self._fenced([op_delete(kv.key)], [cmp_modified_at(kv.key, kv.mod_revision)])
+        for kv, reason in rejects:
+            self._reject(kv, reason)
+
+    def _reject(self, kv: KV, reason: str) -> None:
+        job_id = Keys.last_segment(kv.key)
+        now = time.time()
+        record = JobRecord(
+            id=job_id,
+            spec={"raw": kv.value[:4096].decode("utf-8", errors="replace")},
+            state=JobState.REJECTED,
+            seq=kv.create_revision,
+            submitted_at=now,
+            finished_at=now,
+            reason=reason,
+        )
+        log.warning("job %s rejected: %s", job_id, reason)
+        ok = self._fenced(
+            [op_delete(kv.key), op_put(self.keys.job(job_id), record.to_json())],
+            [cmp_modified_at(kv.key, kv.mod_revision), cmp_absent(self.keys.job(job_id))],
+        )
+        if ok:
+            self.finished.append((now, job_id))
+
+    # ------------------------------------------------------------ ended assignments
+
+    def _process_ended(self) -> None:
+        if not self._ended:
+            return
+        ended, self._ended = self._ended, []
+        for node, job_id in ended:
+            self._unplace(job_id, node)
+        records = self._read_many([self.keys.job(job_id) for _, job_id in ended])
+        for node, job_id in ended:
+            kv = records.get(self.keys.job(job_id))
+            if kv is None:
+                continue
+            record = JobRecord.from_json(kv.value)
+            if record.state.final:
+                self.finished.append((record.finished_at or time.time(), job_id))
+            elif record.state is JobState.QUEUED:
+                if job_id not in self.pending:
+                    self._add_rerun(record, kv.mod_revision)
+            elif record.node == node:
+                # Still marked as running there, but its assignment is gone: the worker's
+                # lease expired (or it was revoked). Re-run it elsewhere.
+                self._requeue_lost(record, kv.mod_revision)
+
+    def _requeue_lost(self, record: JobRecord, mod_revision: int) -> None:
+        now = time.time()
+        losses = record.losses + 1
+        lost_on = record.node
+        if record.id in self.cancels:
+            new = record.with_(
+                state=JobState.CANCELLED,
+                finished_at=now,
+                reason=f"cancelled (node {lost_on} was lost)",
+                history=record.note("cancelled", node=lost_on),
+            )
+        elif losses >= MAX_NODE_LOSSES:
+            new = record.with_(
+                state=JobState.FAILED,
+                losses=losses,
+                finished_at=now,
+                reason=f"lost with its node {losses} times (last: {lost_on})",
+                history=record.note("lost", node=lost_on),
+            )
+        else:
+            new = record.with_(
+                state=JobState.QUEUED,
+                losses=losses,
+                node=None,
+                reason=f"node {lost_on} lost during attempt {record.attempt}",
+                history=record.note("lost", node=lost_on),
+            )
+        key = self.keys.job(record.id)
+        ops = [op_put(key, new.to_json())]
+        if new.state is JobState.CANCELLED:
+            ops.append(op_delete(self.keys.cancel(record.id)))
+        res = self._fenced_txn(ops, [cmp_modified_at(key, mod_revision)])
+        if res is None or not res.succeeded:
+            return
+        log.warning("job %s: %s", record.id, new.reason)
+        if new.state.final:
+            self.finished.append((now, record.id))
+        else:
+            self._add_rerun(new, res.revision)
+
+    # ------------------------------------------------------------ cancellation
+
+    def _process_cancels(self) -> None:
+        new, self._new_cancels = self._new_cancels, set()
+        for job_id in new | (self.cancels & self.pending.keys()):
+            if job_id not in self.cancels:
+                continue
+            p = self.pending.get(job_id)
+            if p is not None:
+                self._cancel_pending(p)
+            elif job_id not in self.running:
+                self._cleanup_cancel(job_id)
+
+    def _cancel_pending(self, p: Pending) -> None:
+        now = time.time()
+        record = p.record or self._first_record(p, now)
+        record = record.with_(
+            state=JobState.CANCELLED,
+            finished_at=now,
+            reason="cancelled before it started",
+            history=record.note("cancelled"),
+        )
+        ops = [op_put(self.keys.job(p.id), record.to_json()), op_delete(self.keys.cancel(p.id))]
+        compares = [cmp_modified_at(p.source_key, p.source_revision)]
+        if p.fresh:
+            ops.insert(0, op_delete(p.source_key))
+            compares.append(cmp_absent(self.keys.job(p.id)))
+        del self.pending[p.id]
+        self.cancels.discard(p.id)
+        if self._fenced(ops, compares):
+            log.info("job %s cancelled while queued", p.id)
+            self.finished.append((now, p.id))
+
+    def _cleanup_cancel(self, job_id: str) -> None:
+        """A cancel for a job that is finished or unknown here: re-check, then drop the key."""
+        kv = self.client.get(self.keys.job(job_id))
+        queued = self.client.get(self.keys.queue(job_id))
+        if queued is not None:
+            return  # a submission not yet seen by us: handled when it arrives
+        if kv is not None and not JobRecord.from_json(kv.value).state.final:
+            return  # running or about to be re-run: the worker / the re-queue handles it
+        self.cancels.discard(job_id)
+        self._fenced([op_delete(self.keys.cancel(job_id))], [])
+
+    # ------------------------------------------------------------ placement
+
+    def _first_record(self, p: Pending, now: float) -> JobRecord:
+        return JobRecord(
+            id=p.id,
+            spec=p.spec.to_dict(),
+            state=JobState.QUEUED,
+            seq=p.seq,
+            submitted_at=p.spec.submitted_at or now,
+            queued_at=now,
+        )
+
+    def _place(self, job_id: str, node_name: str, attempt: int, spec: JobSpec) -> None:
+        self.running[job_id] = Placed(job_id, node_name, attempt, spec.slots, spec.memory_mb or 0)
+        node = self.nodes.get(node_name)
+        if node is not None:
+            node.used_slots += spec.slots
+            node.used_memory += spec.memory_mb or 0
+            node.jobs.add(job_id)
+
+    def _unplace(self, job_id: str, node_name: str) -> None:
+        placed = self.running.get(job_id)
+        if placed is None or placed.node != node_name:
+            return
+        del self.running[job_id]
+        node = self.nodes.get(node_name)
+        if node is not None and job_id in node.jobs:
+            node.jobs.discard(job_id)
+            node.used_slots -= placed.slots
+            node.used_memory -= placed.memory
+
+    def _schedule(self) -> None:
+        if not self.pending:
+            return
+        now = time.time()
+        candidates = [n for n in self.nodes.values() if not n.drained and n.used_slots < n.slots]
+        if not candidates:
+            return
+        ready = [(p.order(), p.id) for p in self.pending.values() if p.not_before <= now]
+        heapq.heapify(ready)
+        batch: list[tuple[Pending, NodeSlots]] = []
+        while ready and candidates:
+            _, job_id = heapq.heappop(ready)
+            p = self.pending[job_id]
+            node = self._pick(p.spec, candidates)
+            if node is None:
+                continue
+            node.used_slots += p.spec.slots
+            node.used_memory += p.spec.memory_mb or 0
+            batch.append((p, node))
+            if node.used_slots >= node.slots:
+                candidates = [n for n in candidates if n.used_slots < n.slots]
+            if len(batch) >= ASSIGN_BATCH:
+                self._commit(batch, now)
+                batch = []
+        if batch:
+            self._commit(batch, now)
+
+    @staticmethod
+    def _pick(spec: JobSpec, candidates: Iterable[NodeSlots]) -> NodeSlots | None:
+        best: NodeSlots | None = None
+        for n in candidates:
+            if not (n.fits(spec) and matches(spec.constraints, n.labels)):
+                continue
+            if best is None or (n.slots - n.used_slots) > (best.slots - best.used_slots):
+                best = n
+        return best
+
+    def _assignment(self, p: Pending, node: NodeSlots, now: float) -> tuple[JobRecord, list, list]:
+        base = p.record or self._first_record(p, now)
+        record = base.with_(
+            state=JobState.ASSIGNED,
+            attempt=base.attempt + 1,
+            node=node.name,
+            assigned_at=now,
+            started_at=None,
+            finished_at=None,
+            reason=None,
+        )
+        record = record.with_(history=record.note("assigned", node=node.name))
+        # The job key compares what we read: a cancel or a second master (impossible while
+        # the guard holds, but cheap to rule out) cannot be overwritten.
+        compares = [cmp_modified_at(p.source_key, p.source_revision)]
+        ops = []
+        if p.fresh:
+            compares.append(cmp_absent(self.keys.job(p.id)))
+            ops.append(op_delete(p.source_key))
+        value = record.to_json()
+        ops.append(op_put(self.keys.job(p.id), value))
+        ops.append(op_put(self.keys.assign(node.name, p.id), value, lease=node.lease))
+        return record, compares, ops
+
+    def _commit(self, batch: list[tuple[Pending, NodeSlots]], now: float) -> None:
+        compares: list[dict[str, Any]] = []
+        ops: list[dict[str, Any]] = []
+        records = []
+        for p, node in batch:
+            record, c, o = self._assignment(p, node, now)
+            compares += c
+            ops += o
+            records.append(record)
+        # The node's registration still exists with the lease we attach to: a node that
+        # died since we looked cannot be given work (and a dead lease would fail the txn).
+        for node in {n.name: n for _, n in batch}.values():
+            compares.append(cmp_created_at(self.keys.node(node.name), node.create_revision))
+        for p, node in batch:  # undo the tentative reservation; _place redoes it for real
+            node.used_slots -= p.spec.slots
+            node.used_memory -= p.spec.memory_mb or 0
+        res = self._fenced_txn(ops, compares)
+        if res is not None and res.succeeded:
+            for (p, node), record in zip(batch, records, strict=True):
+                self.pending.pop(p.id, None)
+                self._place(p.id, node.name, record.attempt, p.spec)
+            return
+        if len(batch) > 1:
+            for item in batch:
+                self._commit([item], now)
+            return
+        self._refresh(batch[0][0], batch[0][1])
+
+    def _refresh(self, p: Pending, node: NodeSlots) -> None:
+        """A single assignment was refused: learn what changed."""
+        kv = self.client.get(p.source_key)
+        job_kv = self.client.get(self.keys.job(p.id)) if p.fresh else kv
+        if p.fresh and (kv is None or job_kv is not None):
+            # Taken already (maybe by our own write whose reply was lost) or withdrawn.
+            self.pending.pop(p.id, None)
+            if job_kv is not None:
+                record = JobRecord.from_json(job_kv.value)
+                if record.state.active and record.node and p.id not in self.running:
+                    self._place(p.id, record.node, record.attempt, p.spec)
+            return
+        if kv is None:
+            self.pending.pop(p.id, None)
+            return
+        if kv.mod_revision != p.source_revision:
+            self.pending.pop(p.id, None)
+            if p.fresh:
+                self._fresh_queue[p.id] = kv
+            else:
+                record = JobRecord.from_json(kv.value)
+                if record.state is JobState.QUEUED:
+                    self._add_rerun(record, kv.mod_revision)
+        node_kv = self.client.get(self.keys.node(node.name))
+        if node_kv is None:
+            self.nodes.pop(node.name, None)
+        elif node_kv.create_revision != node.create_revision:
+            self._node_put(node_kv)
+
+    # ------------------------------------------------------------ retention
+
+    def _collect_garbage(self) -> None:
+        keep, max_age = self.cfg.keep_finished, self.cfg.keep_finished_seconds
+        cutoff = time.time() - max_age
+        doomed: list[str] = []
+        while self.finished and (
+            len(self.finished) - len(doomed) > keep or self.finished[0][0] < cutoff
+        ):
+            doomed.append(self.finished.popleft()[1])
+            if len(doomed) >= GC_BATCH * 20:
+                break
+        for i in range(0, len(doomed), GC_BATCH):
+            chunk = doomed[i : i + GC_BATCH]
+            ops = [op_delete(self.keys.job(j)) for j in chunk]
+            ops += [op_delete(self.keys.result(j)) for j in chunk]
+            self._fenced(ops, [])
+        if doomed:
+            log.info("removed %d finished job(s) past retention", len(doomed))
+
+    # ------------------------------------------------------------ fenced writes
+
+    def _fenced_txn(self, ops: list[dict[str, Any]], compares: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+        try:
+            return self.election.fenced_txn(ops, extra_compare=compares)
+        except NotLeader:
+            raise
+        except Unavailable:
+            raise
+        except PiclusterError as e:
+            log.error("scheduler write failed: %s", e)
+            return None
+
+    def _fenced(self, ops: list[dict[str, Any]], compares: list[dict[str, Any]]) -> bool:
+        res = self._fenced_txn(ops, compares)
+        return res is not None and res.succeeded
