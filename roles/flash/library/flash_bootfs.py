@@ -22,8 +22,8 @@ description:
   - Finds the first FAT partition (MBR types 0x01/0x04/0x06/0x0b/0x0c/0x0e/0xef, GPT EFI
     system or basic data) with C(sfdisk --json) and uses mtools at its byte offset.
   - C(state=info) reads the volume label, the top-level file names and the files named in
-    I(read). C(state=present) writes I(content) to I(name) only when it differs.
-    C(state=absent) deletes I(name) when it exists.
+    I(read). C(state=files) brings the files in I(files) to their wanted state, writing a
+    file only when its content differs.
 options:
   path:
     description: Image file or block device.
@@ -32,26 +32,39 @@ options:
   state:
     description: What to do.
     type: str
-    choices: [info, present, absent]
+    choices: [info, files]
     default: info
-  name:
-    description: File name in the root directory of the boot partition.
-    type: str
-  content:
-    description: The file's wanted content (UTF-8 text).
-    type: str
   read:
     description: Files whose content C(state=info) returns (those that exist).
     type: list
     elements: str
     default: []
-  validate:
-    description: Command run on a temporary copy of I(content) before writing; C(%s) is the path.
-    type: str
-  yaml:
-    description: Refuse I(content) that is not valid YAML.
-    type: bool
-    default: false
+  files:
+    description: Files in the root directory of the boot partition (C(state=files)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: File name.
+        type: str
+        required: true
+      content:
+        description: Wanted content (UTF-8 text); required unless I(state=absent).
+        type: str
+      state:
+        description: present or absent.
+        type: str
+        choices: [present, absent]
+        default: present
+      validate:
+        description: Command run on a temporary copy of I(content) before anything is
+          written; C(%s) is its path.
+        type: str
+      yaml:
+        description: Refuse I(content) that is not valid YAML.
+        type: bool
+        default: false
 author: picluster
 """
 
@@ -72,6 +85,10 @@ contents:
   description: Name to text of the files asked for in I(read) that exist (state=info).
   type: dict
   returned: when state is info
+changed_files:
+  description: Names of the files written or deleted (state=files).
+  type: list
+  returned: when state is files
 """
 
 FAT_MBR_TYPES = {"1", "4", "6", "b", "c", "e", "ef"}
@@ -166,38 +183,84 @@ class Bootfs:
         self._files = None
 
 
-def validate_content(module: AnsibleModule, data: bytes) -> str:
-    """Error text, '' when the content passes the requested checks."""
-    if module.params["yaml"]:
+def validate_content(module: AnsibleModule, spec: dict, data: bytes) -> str:
+    """Error text, '' when the content passes the checks the file asks for."""
+    if spec.get("yaml"):
         import yaml
 
         try:
             yaml.safe_load(data)
         except yaml.YAMLError as exc:
-            return f"{module.params['name']} is not valid YAML: {exc}"
-    command = module.params["validate"]
+            return f"{spec['name']} is not valid YAML: {exc}"
+    command = spec.get("validate")
     if command:
         with tempfile.NamedTemporaryFile(prefix="flash-validate-") as tmp:
             tmp.write(data)
             tmp.flush()
-            rc, out, err = module.run_command(command.replace("%s", tmp.name), use_unsafe_shell=False)
+            rc, out, err = module.run_command(command.replace("%s", tmp.name))
             if rc != 0:
-                return f"{module.params['name']} failed validation ({command}): {err or out}"
+                return f"{spec['name']} failed validation ({command}): {err or out}"
     return ""
+
+
+def sync_files(module: AnsibleModule, fs: Bootfs, specs: list[dict]) -> dict:
+    """Plan every change, validate every new content, then write: all or nothing checked."""
+    plan = []
+    for spec in specs:
+        name = spec["name"]
+        current = fs.read(name)
+        if spec.get("state", "present") == "absent":
+            if current is not None:
+                plan.append((name, None, current))
+            continue
+        if spec.get("content") is None:
+            raise BootfsError(f"{name}: content is required")
+        wanted = spec["content"].encode()
+        if current != wanted:
+            error = validate_content(module, spec, wanted)
+            if error:
+                raise BootfsError(error)
+            plan.append((name, wanted, current))
+    result: dict = {"changed": bool(plan), "changed_files": [name for name, _, _ in plan]}
+    if module._diff and plan:
+        result["diff"] = [
+            {
+                "before": (old or b"").decode(errors="replace"),
+                "after": (new or b"").decode(errors="replace"),
+                "before_header": f"{fs.path}:/{name}",
+                "after_header": f"{fs.path}:/{name}",
+            }
+            for name, new, old in plan
+        ]
+    if not module.check_mode:
+        for name, new, _ in plan:
+            if new is None:
+                fs.delete(name)
+            else:
+                fs.write(name, new)
+    return result
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": ["info", "present", "absent"], "default": "info"},
-            "name": {"type": "str"},
-            "content": {"type": "str", "no_log": False},
+            "state": {"type": "str", "choices": ["info", "files"], "default": "info"},
             "read": {"type": "list", "elements": "str", "default": []},
-            "validate": {"type": "str"},
-            "yaml": {"type": "bool", "default": False},
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "content": {"type": "str"},
+                    "state": {"type": "str", "choices": ["present", "absent"],
+                              "default": "present"},
+                    "validate": {"type": "str"},
+                    "yaml": {"type": "bool", "default": False},
+                },
+            },
         },
-        required_if=[("state", "present", ("name", "content")), ("state", "absent", ("name",))],
         supports_check_mode=True,
     )
     params = module.params
@@ -211,31 +274,8 @@ def main() -> None:
                 if data is not None:
                     contents[name] = data.decode(errors="replace")
             result.update(label=fs.label(), files=fs.files(), contents=contents)
-            module.exit_json(**result)
-        name = params["name"]
-        current = fs.read(name)
-        if params["state"] == "absent":
-            if current is not None:
-                result["changed"] = True
-                if not module.check_mode:
-                    fs.delete(name)
-            module.exit_json(**result)
-        wanted = params["content"].encode()
-        if current == wanted:
-            module.exit_json(**result)
-        error = validate_content(module, wanted)
-        if error:
-            module.fail_json(msg=error, **result)
-        result["changed"] = True
-        if module._diff:
-            result["diff"] = {
-                "before": (current or b"").decode(errors="replace"),
-                "after": params["content"],
-                "before_header": f"{params['path']}:/{name}",
-                "after_header": f"{params['path']}:/{name}",
-            }
-        if not module.check_mode:
-            fs.write(name, wanted)
+        else:
+            result.update(sync_files(module, fs, params["files"]))
         module.exit_json(**result)
     except BootfsError as exc:
         module.fail_json(msg=str(exc))
