@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import defaults
@@ -347,7 +347,23 @@ class Client:
         finally:
             watch.stop()
         with lock:
-            return {i: done[i] if i in done else self.status(i) for i in ids}
+            final = dict(done)
+        results = self._results(list(final))
+        return {
+            i: replace(final[i], result=results.get(i)) if i in final else self.status(i)
+            for i in ids
+        }
+
+    def _results(self, job_ids: list[str]) -> dict[str, JobResult]:
+        """Results of many jobs, up to 120 reads per transaction."""
+        found: dict[str, JobResult] = {}
+        for i in range(0, len(job_ids), 120):
+            chunk = job_ids[i : i + 120]
+            res = self.etcd.txn([], [op_get(self.keys.result(j)) for j in chunk])
+            for kvs in res.ranges:
+                for kv in kvs:
+                    found[Keys.last_segment(kv.key)] = JobResult.from_json(kv.value)
+        return found
 
     # ------------------------------------------------------------ control
 
