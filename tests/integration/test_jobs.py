@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Agents
 from picluster_agent.client import Client, summarize
 from picluster_agent.errors import NotFound
 from picluster_agent.jobs import JobState
 from picluster_agent.localcluster import EtcdCluster, wait_for
 from picluster_agent.spec import build_spec
+
+from conftest import Agents
 
 
 @pytest.fixture(scope="module")
