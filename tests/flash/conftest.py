@@ -15,14 +15,25 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import images  # noqa: E402
+import images
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PLAYBOOK = REPO / "playbooks" / "flash.yml"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-REQUIRED_TOOLS = ("sfdisk", "mkfs.vfat", "mkfs.ext4", "mcopy", "mtype", "mdir", "mlabel", "xz",
-                  "dd", "shellcheck", "cloud-init")
+REQUIRED_TOOLS = (
+    "sfdisk",
+    "mkfs.vfat",
+    "mkfs.ext4",
+    "mcopy",
+    "mtype",
+    "mdir",
+    "mlabel",
+    "xz",
+    "dd",
+    "shellcheck",
+    "cloud-init",
+)
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -97,7 +108,12 @@ def flash(tmp_path):
         )
         proc = subprocess.run(
             [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK), "-i", str(inv), "-e", f"@{extra_file}"],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=600,
+            check=False,
         )
         return Run(proc.returncode, proc.stdout + proc.stderr)
 

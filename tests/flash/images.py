@@ -22,8 +22,7 @@ IMAGE_BYTES = 64 * 1024 * 1024
 DISK_ID = "0x5e1f10a7"
 # A syntactically valid key; nothing ever logs in with it.
 SSH_KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7rV9pD0Q1m0FwC5p2o8e3n3vL9m0Kq8a1b2c3d4e5f "
-    "admin@laptop"
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7rV9pD0Q1m0FwC5p2o8e3n3vL9m0Kq8a1b2c3d4e5f admin@laptop"
 )
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
@@ -95,14 +94,32 @@ def build_image(path: Path, fmt: str) -> Path:
     run(["sfdisk", "--quiet", str(path)], input=table.encode())
     run(
         [
-            "mkfs.vfat", "-F", "32", "-s", "1", "-n", spec["label"].upper()[:11],
-            "--offset", str(BOOT_START), str(path), str(BOOT_SECTORS // 2),
+            "mkfs.vfat",
+            "-F",
+            "32",
+            "-s",
+            "1",
+            "-n",
+            spec["label"].upper()[:11],
+            "--offset",
+            str(BOOT_START),
+            str(path),
+            str(BOOT_SECTORS // 2),
         ]
     )
     root_kib = (IMAGE_BYTES // SECTOR - ROOT_START) // 2
     run(
-        ["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={ROOT_START * SECTOR}",
-         str(path), f"{root_kib}k"]
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "rootfs",
+            "-E",
+            f"offset={ROOT_START * SECTOR}",
+            str(path),
+            f"{root_kib}k",
+        ]
     )
     files = {
         "cmdline.txt": spec["cmdline"] + "\n",
@@ -135,7 +152,9 @@ def compress_xz(path: Path) -> Path:
 def read_boot_file(image: Path, name: str) -> str | None:
     proc = subprocess.run(
         ["mtype", "-i", f"{image}@@{BOOT_START * SECTOR}", f"::/{name}"],
-        capture_output=True, env=MTOOLS_ENV, check=False,
+        capture_output=True,
+        env=MTOOLS_ENV,
+        check=False,
     )
     return proc.stdout.decode() if proc.returncode == 0 else None
 

@@ -68,8 +68,9 @@ def validate_network_config(text: str) -> dict:
 def validate_user_data(tmp_path: Path, text: str) -> dict:
     path = tmp_path / "user-data.check"
     path.write_text(text)
-    proc = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        ["cloud-init", "schema", "-c", str(path)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Valid cloud-config" in proc.stdout
     assert text.startswith("#cloud-config\n")
@@ -173,9 +174,15 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
         "pi4": {"ansible_host": "pi4.lan", "ansible_user": "admin"},
     }
     listed = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-inventory"), "-i",
-         str(tmp_path / "flashed.yml"), "--list"],
-        capture_output=True, text=True, check=True,
+        [
+            str(Path(sys.executable).parent / "ansible-inventory"),
+            "-i",
+            str(tmp_path / "flashed.yml"),
+            "--list",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert '"etcd"' in listed.stdout and '"agents"' in listed.stdout
 
@@ -187,17 +194,22 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
     assert {p: (p.stat().st_mtime_ns, images.sha256_file(p)) for p in out.glob("*.img")} == stamps
 
 
-def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_path,
-                                                      ssh_key_file):
+def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_path, ssh_key_file):
     """Format auto-detected (cloud-init seed files on bootfs); static address and Wi-Fi."""
     src = source_images["trixie"]
     out = tmp_path / "out"
-    inventory = {"all": {"hosts": {"node-a": {
-        "ansible_host": "192.168.7.20",
-        "flash_wifi_ssid": WIFI_SSID,
-        "flash_wifi_passphrase": WIFI_PASSPHRASE,
-        "flash_wifi_country": "DE",
-    }}}}
+    inventory = {
+        "all": {
+            "hosts": {
+                "node-a": {
+                    "ansible_host": "192.168.7.20",
+                    "flash_wifi_ssid": WIFI_SSID,
+                    "flash_wifi_passphrase": WIFI_PASSPHRASE,
+                    "flash_wifi_country": "DE",
+                }
+            }
+        }
+    }
     extra = {
         "flash_image": str(src.path),
         "flash_image_sha256": src.sha256.upper(),
@@ -291,9 +303,20 @@ def test_image_and_checksum_from_urls(source_images, flash, tmp_path, ssh_key_fi
     shutil.copy(src.path, served / src.path.name)
     (served / "SHA256SUMS").write_text(f"{src.sha256}  {src.path.name}\n")
     server = subprocess.Popen(
-        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
-         "--directory", str(served)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(served),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."

@@ -108,7 +108,9 @@ def test_disk_holding_the_root_partition(flash, base):
         ["findmnt", "-n", "-o", "SOURCE", "/"], capture_output=True, text=True, check=True
     ).stdout.strip()
     disk = subprocess.run(
-        ["lsblk", "-n", "-d", "-o", "PKNAME", source], capture_output=True, text=True,
+        ["lsblk", "-n", "-d", "-o", "PKNAME", source],
+        capture_output=True,
+        text=True,
         check=False,
     ).stdout.strip()
     target = f"/dev/{disk}" if disk else source  # / on a whole disk: that disk itself
@@ -160,8 +162,11 @@ def test_block_device_needs_confirmation(flash, base):
     device = _free_loop_device()
     before = os.stat(device).st_mtime_ns
     run = flash(one_host(flash_device=device), **base)
-    assert_refused(run, f"{device} is a block device: everything on it will be erased. "
-                        "Re-run with -e flash_confirm=yes")
+    assert_refused(
+        run,
+        f"{device} is a block device: everything on it will be erased. "
+        "Re-run with -e flash_confirm=yes",
+    )
     confirmed = flash(one_host(flash_device=device), **{**base, "flash_confirm": "yes"})
     assert_refused(confirmed, f"{device} has no medium (size 0)")
     assert os.stat(device).st_mtime_ns == before
@@ -169,8 +174,9 @@ def test_block_device_needs_confirmation(flash, base):
 
 def test_two_hosts_one_target(flash, base, tmp_path):
     target = str(tmp_path / "same.img")
-    inventory = {"all": {"hosts": {"pi1": {"flash_device": target},
-                                   "pi2": {"flash_device": target}}}}
+    inventory = {
+        "all": {"hosts": {"pi1": {"flash_device": target}, "pi2": {"flash_device": target}}}
+    }
     run = flash(inventory, **base)
     assert_refused(run, "Two hosts would be written to the same target")
     assert not Path(target).exists()

@@ -133,8 +133,9 @@ class Bootfs:
 
     def _run(self, argv: list[str], what: str, ok=(0,)) -> str:
         try:
-            proc = subprocess.run(argv, capture_output=True, env=getattr(self, "env", None),
-                                  check=False)
+            proc = subprocess.run(
+                argv, capture_output=True, env=getattr(self, "env", None), check=False
+            )
         except OSError as exc:
             raise BootfsError(f"cannot {what}: {exc} (install mtools and fdisk)") from exc
         if proc.returncode not in ok:
@@ -146,7 +147,7 @@ class Bootfs:
         out = self._run(["mlabel", "-s", "-i", self.image, "::"], "read the volume label")
         text = out.strip()
         prefix = "Volume label is "
-        return text[len(prefix):].strip() if text.startswith(prefix) else ""
+        return text[len(prefix) :].strip() if text.startswith(prefix) else ""
 
     def files(self) -> list[str]:
         if self._files is None:
@@ -163,7 +164,9 @@ class Bootfs:
             return None
         proc = subprocess.run(
             ["mcopy", "-n", "-i", self.image, f"::/{name}", "-"],
-            capture_output=True, env=self.env, check=False,
+            capture_output=True,
+            env=self.env,
+            check=False,
         )
         if proc.returncode != 0:
             raise BootfsError(
@@ -254,8 +257,11 @@ def main() -> None:
                 "options": {
                     "name": {"type": "str", "required": True},
                     "content": {"type": "str"},
-                    "state": {"type": "str", "choices": ["present", "absent"],
-                              "default": "present"},
+                    "state": {
+                        "type": "str",
+                        "choices": ["present", "absent"],
+                        "default": "present",
+                    },
                     "validate": {"type": "str"},
                     "yaml": {"type": "bool", "default": False},
                 },

@@ -188,9 +188,7 @@ def assess_block(
                     [],
                     0,
                 )
-    mountpoints = sorted(
-        {m["mountpoint"] for m in mounts if on_target(m["majmin"], m["source"])}
-    )
+    mountpoints = sorted({m["mountpoint"] for m in mounts if on_target(m["majmin"], m["source"])})
     if mountpoints:
         return (
             f"{path} is mounted (at {', '.join(mountpoints)}): unmount it first",
@@ -249,8 +247,14 @@ def has_partition_table(path: str) -> bool:
 def assess(params: dict, sys_root: str = "/sys") -> dict:
     path = params["path"]
     real = os.path.realpath(path)
-    result = {"path": path, "realpath": real, "kind": "other", "refusal": "", "size": 0,
-              "mountpoints": []}
+    result = {
+        "path": path,
+        "realpath": real,
+        "kind": "other",
+        "refusal": "",
+        "size": 0,
+        "mountpoints": [],
+    }
     source = params.get("source")
     if source and os.path.realpath(source) == real:
         result["refusal"] = f"{path} is the source image itself"
