@@ -368,8 +368,9 @@ class EtcdClient:
                 raise
 
     def time_to_live(self, lease_id: int) -> int:
+        """Seconds left (0 in the last second: the gateway omits zero), -1 once expired."""
         res = self._post("/kv/lease/timetolive", {"ID": str(lease_id)}, idempotent=True)
-        return int(res.get("TTL", -1))
+        return int(res.get("TTL", 0))
 
     # ------------------------------------------------------------ cluster
 

@@ -120,10 +120,11 @@ class Session:
 
     def _set_state(self, new: SessionState) -> None:
         with self._lock:
-            old, self._state = self._state, new
-            listeners = list(self._listeners) if old is not new else []
-        if old is new:
-            return
+            old = self._state
+            if old is new or old is SessionState.LOST:
+                return  # LOST is final: a late keepalive reply cannot revive the session
+            self._state = new
+            listeners = list(self._listeners)
         log.log(
             logging.INFO if new is SessionState.CONNECTED else logging.WARNING,
             "session %x: %s -> %s",
@@ -163,6 +164,8 @@ class Session:
                 self._set_state(SessionState.SUSPENDED)
                 next_beat = time.monotonic() + min(0.2, interval)
                 continue
+            if self._closing.is_set():
+                return
             if remaining <= 0:
                 self._set_state(SessionState.LOST)
                 return

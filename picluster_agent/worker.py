@@ -123,7 +123,11 @@ class Worker:
         finally:
             for w in watches:
                 w.stop()
-            if not self.abandoned.is_set():
+            if self.abandoned.is_set():
+                # Only once the jobs are confirmed dead may the agent revoke the old lease
+                # (the master re-runs them as soon as it is gone).
+                self._join_jobs(timeout=5)
+            else:
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
 
@@ -267,7 +271,7 @@ class Worker:
             try:
                 first = self.reports.get(timeout=0.2)
             except queue.Empty:
-                if self.stop.is_set() and not self._busy():
+                if self.abandoned.is_set() or (self.stop.is_set() and not self._busy()):
                     return
                 continue
             batch = [first]
@@ -379,6 +383,13 @@ class Worker:
             len(jobs),
         )
         self.session.expire_locally()
+
+    def _join_jobs(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            threads = [j.thread for j in self.jobs.values() if j.thread is not None]
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _stop_all_jobs(self, reason: str) -> None:
         with self.lock:

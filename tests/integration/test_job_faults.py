@@ -1,0 +1,153 @@
+"""Faults while jobs run: a worker killed, the master killed mid-stream, a worker cut off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from picluster_agent.client import Client, summarize
+from picluster_agent.etcd import EtcdClient
+from picluster_agent.jobs import JobState
+from picluster_agent.localcluster import wait_for
+
+TTL = 3
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(")")[-1].split()[0] != "Z"
+
+
+def test_worker_killed_mid_job_reruns_elsewhere_never_concurrently(agents, tmp_path):
+    agents.start("pi1", slots=1, lease_ttl=TTL)
+    agents.start("pi2", slots=1, lease_ttl=TTL)
+    agents.wait_registered(2)
+    client = Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
+    log = tmp_path / "log"
+    script = f"""
+echo "start $PICLUSTER_ATTEMPT $PICLUSTER_NODE $$" >> {log}
+if [ "$PICLUSTER_ATTEMPT" = 1 ]; then sleep 600; fi
+first=$(head -1 {log} | cut -d' ' -f4)
+if [ "$first" != "$$" ] && kill -0 "$first" 2>/dev/null; then echo overlap >> {log}; fi
+echo "out of attempt $PICLUSTER_ATTEMPT"
+echo "end $PICLUSTER_ATTEMPT" >> {log}
+"""
+    job = client.submit(script, shell=True)
+    wait_for(lambda: log.exists() and log.read_text().startswith("start 1"), 30, what="attempt 1")
+    _, _, victim, pid = log.read_text().split()[:4]
+    agents.by_name(victim).kill()
+    # The job dies with its agent, long before the lease expires.
+    wait_for(lambda: not _pid_alive(int(pid)), 2.0, what="attempt 1 killed with its agent")
+
+    status = client.wait([job.id], timeout=TTL + 30)[job.id]
+    assert status.state is JobState.SUCCEEDED
+    assert status.record.attempt == 2 and status.record.losses == 1
+    assert status.record.node != victim
+    assert status.result.attempt == 2 and status.result.node != victim
+    assert status.result.stdout_tail == "out of attempt 2\n"
+    lines = log.read_text().splitlines()
+    assert "overlap" not in lines and "end 1" not in lines and "end 2" in lines
+
+
+def test_master_killed_while_submissions_stream_in_loses_nothing(agents3, tmp_path):
+    for name in ("pi1", "pi2", "pi3"):
+        agents3.start(name, slots=2, lease_ttl=TTL)
+    agents3.wait_registered(3)
+    master = agents3.wait_leader()
+    client = Client(agents3.cluster.endpoints_csv, prefix=agents3.prefix)
+    accepted: list[str] = []
+    halfway = threading.Event()
+    marks = tmp_path / "marks"
+
+    def submit_stream() -> None:
+        for i in range(200):
+            result = client.submit(f"echo $PICLUSTER_JOB_ID >> {marks}", shell=True)
+            if result.accepted:
+                accepted.append(result.id)
+            if i == 60:
+                halfway.set()
+            time.sleep(0.01)  # a steady stream, not a burst: the kill lands mid-way
+
+    submitter = threading.Thread(target=submit_stream)
+    submitter.start()
+    assert halfway.wait(60)
+    agents3.by_name(master.name).kill()
+    submitter.join(120)
+    assert len(accepted) == 200
+
+    statuses = client.wait(accepted, timeout=120)
+    assert summarize(statuses) == {"succeeded": 200}
+    done = marks.read_text().split()
+    assert set(done) == set(accepted)
+    new_master = agents3.wait_leader()
+    assert new_master.name != master.name
+
+
+def _a_follower(cluster) -> int:
+    """Index of a member that is not the raft leader: pausing it keeps etcd fully available."""
+    for i, member in enumerate(cluster.members):
+        status = EtcdClient([member.client_url]).status()
+        if status["header"]["member_id"] != status["leader"]:
+            return i
+    raise AssertionError("no follower found")
+
+
+def test_cut_off_worker_kills_its_jobs_before_its_lease_can_expire(agents3, tmp_path):
+    cluster = agents3.cluster
+    cut = _a_follower(cluster)
+    others = [m.client_url for i, m in enumerate(cluster.members) if i != cut]
+    # pi1 talks only to one member; pausing that member cuts it off from etcd.
+    agents3.start(
+        "pi1",
+        slots=1,
+        lease_ttl=TTL,
+        master=False,
+        endpoints=cluster.members[cut].client_url,
+        labels={"only": "pi1"},
+    )
+    agents3.start("pi2", slots=1, lease_ttl=TTL, endpoints=",".join(others))
+    agents3.wait_registered(2)
+    client = Client(",".join(others), prefix=agents3.prefix)
+    pidfile = tmp_path / "pid"
+    job = client.submit(
+        f"echo $$ >> {pidfile}; exec sleep 600", shell=True, constraints={"only": "pi1"}
+    )
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, what="job started")
+    pid = int(pidfile.read_text().split()[0])
+    lease = agents3.client.get(agents3.keys.node("pi1")).lease
+    observer = EtcdClient(others, timeout=5)
+
+    cluster.members[cut].pause()
+    try:
+        # `last_alive_sent`: a moment at which the lease was certainly still alive (the server
+        # answered "alive" to a question sent then or later). The job must be dead before it.
+        killed_at = None
+        last_alive_sent = 0.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if killed_at is None and not _pid_alive(pid):
+                killed_at = time.monotonic()
+            sent = time.monotonic()
+            if observer.time_to_live(lease) < 0:
+                break
+            last_alive_sent = sent
+            time.sleep(0.005)
+        assert killed_at is not None, "the job was not stopped"
+        assert killed_at < last_alive_sent, (
+            f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
+        )
+        print(f"job dead {last_alive_sent - killed_at:.3f}s before the lease could expire")
+    finally:
+        cluster.members[cut].resume()
+    worker_log = agents3.by_name("pi1").log_text()
+    assert "killed 1 job(s) before it could expire" in worker_log
+    # Back in touch, pi1 rejoins and the job runs again (attempt 2) under its new lease.
+    wait_for(lambda: len(pidfile.read_text().split()) >= 2, 60, what="attempt 2")
+    status = client.status(job.id)
+    assert status.record.attempt == 2 and status.record.losses == 1
+    client.cancel(job.id)
+    assert client.wait([job.id], timeout=60)[job.id].state is JobState.CANCELLED

@@ -1,0 +1,129 @@
+"""Scheduling policy on real agents: priority and FIFO, slots, start times, drain, retention."""
+
+from __future__ import annotations
+
+from picluster_agent.client import Client
+from picluster_agent.jobs import JobState
+from picluster_agent.localcluster import wait_for
+
+
+def _client(agents) -> Client:
+    return Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
+
+
+def _gate(tmp_path) -> tuple[str, object]:
+    gate = tmp_path / "gate"
+    return f"while [ ! -e {gate} ]; do sleep 0.02; done", gate
+
+
+def test_higher_priority_first_then_fifo(agents, tmp_path):
+    agents.start("pi1", slots=1)
+    agents.wait_registered(1)
+    client = _client(agents)
+    wait_script, gate = _gate(tmp_path)
+    blocker = client.submit(wait_script, shell=True)
+    wait_for(lambda: client.status(blocker.id).state is JobState.RUNNING, 20, what="blocker")
+    order = [
+        ("low-a", 0), ("low-b", 0), ("high-c", 10), ("low-d", 0), ("mid-e", 5),
+    ]  # fmt: skip
+    ids = {name: client.submit(["true"], priority=prio, name=name).id for name, prio in order}
+    gate.touch()
+    statuses = client.wait([blocker.id, *ids.values()], timeout=60)
+    started = sorted(ids, key=lambda name: statuses[ids[name]].record.started_at)
+    assert started == ["high-c", "mid-e", "low-a", "low-b", "low-d"]
+
+
+def test_slots_bound_concurrency_per_node(agents, tmp_path):
+    agents.start("pi1", slots=2)
+    agents.wait_registered(1)
+    client = _client(agents)
+    jobs = [client.submit(["sleep", "0.4"]).id for _ in range(6)]
+    statuses = client.wait(jobs, timeout=60)
+    spans = sorted((s.record.started_at, s.record.finished_at) for s in statuses.values())
+    for start, _ in spans:
+        overlapping = sum(1 for s, e in spans if s <= start < e)
+        assert overlapping <= 2
+    wide = client.submit(["true"], slots=2)
+    assert client.wait([wide.id], timeout=30)[wide.id].state is JobState.SUCCEEDED
+
+
+def test_start_time_is_honoured(agents):
+    agents.start("pi1")
+    agents.wait_registered(1)
+    client = _client(agents)
+    import time
+
+    not_before = time.time() + 2.0
+    job = client.submit(["true"], not_before=not_before)
+    status = client.wait([job.id], timeout=30)[job.id]
+    assert status.state is JobState.SUCCEEDED
+    assert status.record.started_at >= not_before
+
+
+def test_drain_sends_no_new_jobs_and_lets_running_ones_finish(agents, tmp_path, cli):
+    agents.start("pi1", slots=2)
+    agents.start("pi2", slots=2)
+    agents.wait_registered(2)
+    client = _client(agents)
+    wait_script, gate = _gate(tmp_path)
+    running = client.submit(wait_script, shell=True, constraints={})
+    wait_for(lambda: client.status(running.id).state is JobState.RUNNING, 20, what="running")
+    busy = client.status(running.id).record.node
+    out = cli("drain", "--endpoints", agents.cluster.endpoints_csv, "--prefix", agents.prefix, busy)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: agents.client.get(agents.keys.drain(busy)) is not None, 5)
+    later = [client.submit(["true"]).id for _ in range(8)]
+    statuses = client.wait(later, timeout=60)
+    assert busy not in {s.record.node for s in statuses.values()}
+    gate.touch()
+    assert client.wait([running.id], timeout=30)[running.id].state is JobState.SUCCEEDED
+
+    pinned = client.submit(["true"], constraints={})
+    client.wait([pinned.id], timeout=30)
+    out = cli(
+        "undrain", "--endpoints", agents.cluster.endpoints_csv, "--prefix", agents.prefix, busy
+    )
+    assert out.returncode == 0 and "undrained" in out.stdout
+    unknown = cli(
+        "drain",
+        "--endpoints",
+        agents.cluster.endpoints_csv,
+        "--prefix",
+        agents.prefix,
+        "nosuchnode",
+    )
+    assert unknown.returncode == 4
+
+
+def test_drained_only_match_waits_with_reason(agents):
+    agents.start("pi1", labels={"camera": "yes"})
+    agents.wait_registered(1)
+    client = _client(agents)
+    client.drain("pi1")
+    job = client.submit(["true"], constraints={"camera": "yes"})
+    wait_for(lambda: "drained" in (client.status(job.id).waiting or ""), 15, what="reason")
+    client.undrain("pi1")
+    assert client.wait([job.id], timeout=30)[job.id].state is JobState.SUCCEEDED
+
+
+def test_finished_jobs_are_removed_after_retention(agents, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("keep_finished: 5\n")
+    agents.start("pi1", slots=4, extra_args=["--config", str(config)])
+    agents.wait_registered(1)
+    client = _client(agents)
+    jobs = [r.id for r in client.submit_many([_spec() for _ in range(30)])]
+    client.wait(jobs, timeout=60)
+    wait_for(
+        lambda: agents.client.count_prefix(agents.keys.jobs_dir) <= 5, 30, what="old jobs removed"
+    )
+    assert agents.client.count_prefix(agents.keys.results_dir) <= 5
+    # The newest ones are the ones kept.
+    kept = {kv.key.rsplit("/", 1)[1] for kv in agents.client.get_prefix(agents.keys.jobs_dir)[0]}
+    assert kept <= set(jobs[-10:])
+
+
+def _spec():
+    from picluster_agent.spec import build_spec
+
+    return build_spec(["true"])
