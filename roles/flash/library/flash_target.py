@@ -54,8 +54,12 @@ mountpoints:
   description: Where the target or its partitions are mounted.
   type: list
   returned: always
-size:
-  description: Size in bytes (0 when unknown or missing).
+bytes:
+  description: Size in bytes (0 when unknown, missing, or refused).
+  type: int
+  returned: always
+euid:
+  description: Effective user id the check ran as (root needs no become for devices).
   type: int
   returned: always
 """
@@ -247,12 +251,13 @@ def has_partition_table(path: str) -> bool:
 def assess(params: dict, sys_root: str = "/sys") -> dict:
     path = params["path"]
     real = os.path.realpath(path)
+    # Not "path"/"size": AnsibleModule.exit_json would overwrite them with os.stat() of "path".
     result = {
-        "path": path,
+        "target": path,
         "realpath": real,
         "kind": "other",
         "refusal": "",
-        "size": 0,
+        "bytes": 0,
         "mountpoints": [],
     }
     source = params.get("source")
@@ -280,12 +285,15 @@ def assess(params: dict, sys_root: str = "/sys") -> dict:
         refusal, mountpoints, size = assess_block(
             path, majmin, BlockTree(sys_root), mounts, swaps, bool(params.get("confirmed"))
         )
-        result.update(refusal=refusal, mountpoints=mountpoints, size=size)
+        result.update(refusal=refusal, mountpoints=mountpoints, bytes=size)
         return result
     if stat.S_ISREG(st.st_mode):
         result["kind"] = "file"
-        result["size"] = st.st_size
-        if not real.endswith(".img"):
+        result["bytes"] = st.st_size
+        loop = loop_backing(sys_root, real)
+        if loop:
+            result["refusal"] = f"{path} is attached to {loop}: detach it first"
+        elif not real.endswith(".img"):
             result["refusal"] = (
                 f"{path} is a regular file that is not an image path (NAME.img): refusing to "
                 "overwrite it"
@@ -295,10 +303,6 @@ def assess(params: dict, sys_root: str = "/sys") -> dict:
                 f"{path} exists but holds no partition table, so it is not a disk image: "
                 "refusing to overwrite it (delete it first if it is yours)"
             )
-        else:
-            loop = loop_backing(sys_root, real)
-            if loop:
-                result["refusal"] = f"{path} is attached to {loop}: detach it first"
         return result
     what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a block device or a regular file"
     result["refusal"] = f"{path} is {what}: give a block device or an image path (NAME.img)"
@@ -315,7 +319,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    module.exit_json(changed=False, **assess(module.params))
+    module.exit_json(changed=False, euid=os.geteuid(), **assess(module.params))
 
 
 if __name__ == "__main__":
