@@ -1,0 +1,102 @@
+"""Throughput benchmark: N no-op jobs through a 3-member etcd and 3 agents on loopback.
+
+Prints end-to-end jobs/s (first submission to last completion), submit->start latency
+p50/p99 (from the spec's submitted_at to the worker's started_at), and etcd writes per job
+(the etcd revision advanced by the run, divided by N: submissions, assignments, reports and
+the master's heartbeat all count).
+
+    .venv/bin/python bench/throughput.py [--jobs 2000] [--slots 8] [--mode bulk|stream]
+
+bulk: jobs go in with `submit_many` (64 per txn). stream: one submission per txn from 8
+threads, as many users on many nodes would submit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from picluster_agent.client import Client, summarize
+from picluster_agent.keys import Keys
+from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.spec import build_spec
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--mode", choices=("bulk", "stream"), default="bulk")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="picluster-bench-"))
+    keys = Keys("/bench")
+    cluster = EtcdCluster(base / "etcd", 3).start()
+    agents = [
+        AgentProcess(f"pi{i}", cluster.endpoints_csv, keys.prefix, base / f"pi{i}", 3,
+                     args.slots).start()
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    client = Client(cluster.endpoints_csv, prefix=keys.prefix)
+    try:
+        wait_for(lambda: client.etcd.count_prefix(keys.nodes_dir) == 3, 30, what="agents")
+        wait_for(lambda: client.etcd.get(keys.leader), 30, what="master")
+        time.sleep(1.0)  # let the master's scheduler load its (empty) state
+        _, rev0 = client.etcd.get_prefix(keys.leader)
+        specs = [build_spec(["true"], submitted_at=0.0) for _ in range(args.jobs)]
+        t0 = time.time()
+        if args.mode == "bulk":
+            specs = [build_spec(["true"], submitted_at=time.time()) for _ in range(args.jobs)]
+            ids = [r.id for r in client.submit_many(specs)]
+        else:
+            ids = []
+            lock = threading.Lock()
+
+            def submitter(count: int) -> None:
+                own = Client(cluster.endpoints_csv, prefix=keys.prefix)
+                for _ in range(count):
+                    r = own.submit(["true"])
+                    with lock:
+                        ids.append(r.id)
+
+            threads = [threading.Thread(target=submitter, args=(args.jobs // 8,)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        t_submitted = time.time()
+        statuses = client.wait(ids, timeout=600)
+        t_end = max(s.record.finished_at for s in statuses.values())
+        _, rev1 = client.etcd.get_prefix(keys.leader)
+    finally:
+        for a in agents:
+            a.terminate()
+        cluster.stop_all()
+
+    n = len(ids)
+    latencies = [s.record.started_at - s.record.spec["submitted_at"] for s in statuses.values()]
+    print(f"{n} no-op jobs, 3-member etcd, 3 agents x {args.slots} slots, mode {args.mode}")
+    print(f"  outcome: {summarize(statuses)}")
+    print(f"  submission: {n / (t_submitted - t0):.0f} jobs/s")
+    print(f"  end to end: {n / (t_end - t0):.0f} jobs/s ({t_end - t0:.2f} s)")
+    print(
+        f"  submit->start latency: p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
+    print(f"  etcd writes per job: {(rev1 - rev0) / n:.2f} (revisions {rev1 - rev0})")
+    print("reproduce: .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
