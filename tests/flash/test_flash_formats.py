@@ -294,6 +294,17 @@ def test_ubuntu_with_sha256_file_and_password(source_images, flash, tmp_path, ss
     assert list(flashed["all"]["children"]["etcd"]["hosts"]) == ["u2"]
     assert flashed["all"]["children"]["agents"]["hosts"]["u1"]["ansible_host"] == "u1.local"
 
+    # A changed setting re-writes the boot files only: the image itself is not written again.
+    before = {h: images.root_partition_sha256(out / f"{h}.img") for h in ("u1", "u2")}
+    again = flash(inventory, **{**extra, "flash_timezone": "Europe/Berlin"})
+    assert again.rc == 0, again.output
+    assert {h: c["changed"] for h, c in again.recap.items()} == {"u1": 1, "u2": 1}, again.output
+    for host in ("u1", "u2"):
+        image = out / f"{host}.img"
+        assert images.root_partition_sha256(image) == before[host]
+        user_data = validate_user_data(tmp_path, images.read_boot_file(image, "user-data"))
+        assert user_data["timezone"] == "Europe/Berlin"
+
 
 def test_image_and_checksum_from_urls(source_images, flash, tmp_path, ssh_key_file):
     """Image and SHA256SUMS fetched over HTTP (a server on 127.0.0.1 started by the test)."""
