@@ -169,6 +169,7 @@ class Agent:
         while not stop.is_set():
             election = Election(session, self.keys, self.cfg.name)
             if not election.campaign(stop):
+                self._leave(election, session)
                 return
             try:
                 self._be_master(election, stop)
@@ -177,9 +178,14 @@ class Agent:
             except SessionLost:
                 log.warning("stepping down: session lost")
                 return
-            # Still holding a session but no longer master: the key was removed under us.
-            if not stop.is_set():
-                election.resign()
+            # Stopping: hand the election over now, before the worker winds down its jobs
+            # (the lease, and with it every assignment here, is revoked only after that).
+            # Still running: the key was removed under us; campaign again with a fresh one.
+            self._leave(election, session)
+
+    def _leave(self, election: Election, session: Session) -> None:
+        if not session.done.is_set():
+            election.resign()
 
     def _be_master(self, election: Election, stop: AnyEvent) -> None:
         log.info("MASTER: %s is master", self.cfg.name)

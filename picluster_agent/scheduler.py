@@ -48,7 +48,7 @@ ASSIGN_BATCH = 40
 READ_BATCH = 120
 GC_BATCH = 60
 GC_INTERVAL = 5.0
-IDLE_WAKEUP = 1.0
+IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
 
 
 @dataclass

@@ -133,6 +133,9 @@ class Worker:
                 # (the master re-runs them as soon as it is gone).
                 self._join_jobs(timeout=5)
             else:
+                # The agent is stopping: its jobs are stopped, not reported; when the lease
+                # is revoked right after, the master re-runs them elsewhere.
+                self.abandoned.set()
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -151,3 +152,21 @@ def test_cut_off_worker_kills_its_jobs_before_its_lease_can_expire(agents3, tmp_
     assert status.record.attempt == 2 and status.record.losses == 1
     client.cancel(job.id)
     assert client.wait([job.id], timeout=60)[job.id].state is JobState.CANCELLED
+
+
+def test_sigterm_of_a_worker_hands_its_jobs_over_instead_of_cancelling(agents, tmp_path):
+    agents.start("pi1", slots=1, lease_ttl=TTL)
+    agents.start("pi2", slots=1, lease_ttl=TTL)
+    agents.wait_registered(2)
+    client = Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
+    started = tmp_path / "started"
+    script = f'echo "$PICLUSTER_NODE" >> {started}; [ "$PICLUSTER_ATTEMPT" = 1 ] && exec sleep 600'
+    job = client.submit(script + "; true", shell=True)
+    wait_for(lambda: started.exists() and started.read_text().strip(), 30, what="attempt 1")
+    node = started.read_text().split()[0]
+    stopping = agents.by_name(node)
+    stopping.signal(signal.SIGTERM)
+    assert stopping.proc.wait(30) == 0
+    status = client.wait([job.id], timeout=30)[job.id]
+    assert status.state is JobState.SUCCEEDED
+    assert status.record.attempt == 2 and status.record.node != node

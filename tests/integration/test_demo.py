@@ -1,0 +1,12 @@
+"""The README's first command: `picluster demo` runs a whole cluster and tells the story."""
+
+from __future__ import annotations
+
+
+def test_demo_runs_end_to_end(cli):
+    out = cli("demo", "--jobs", "60", timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert "kill -9 of the master" in text
+    assert "every accepted job completed" in text
+    assert "is a worker" in text and "took over after" in text
