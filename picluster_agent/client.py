@@ -329,10 +329,24 @@ class Client:
         missing = [i for i in ids if i not in known]
         if missing:
             raise NotFound(f"job {missing[0]} not found: never accepted, or removed")
-        watch = self.etcd.watch(self.keys.jobs_dir, on_events, start_revision=rev + 1)
+        compacted = threading.Event()
+        watch = self.etcd.watch(
+            self.keys.jobs_dir,
+            on_events,
+            start_revision=rev + 1,
+            on_compacted=lambda _e: (compacted.set(), changed.set()),
+        )
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
+                if compacted.is_set():
+                    # The watch lost its place in etcd's history: ask job by job instead.
+                    for job_id in ids:
+                        if job_id not in done:
+                            status = self.status(job_id)
+                            if status.state.final:
+                                with lock:
+                                    done[job_id] = status
                 with lock:
                     finished = len(done)
                 if progress is not None:

@@ -134,6 +134,8 @@ class Election:
             start_revision=predecessor.mod_revision + 1,
             is_prefix=False,
             name="election-watch",
+            # History gone: just look at the predecessor again (the loop re-checks it).
+            on_compacted=lambda _e: gone.set(),
         )
         try:
             while not (gone.is_set() or stop.is_set() or self.session.done.is_set()):

@@ -389,7 +389,9 @@ class EtcdClient:
         is_prefix: bool = True,
         prev_kv: bool = False,
         name: str = "watch",
+        on_compacted: Callable[[WatchCompacted], None] | None = None,
     ) -> Watch:
+        """See `Watch`. Long-lived owners must pass `on_compacted` and re-read when called."""
         return Watch(
             self,
             prefix,
@@ -398,6 +400,7 @@ class EtcdClient:
             is_prefix=is_prefix,
             prev_kv=prev_kv,
             name=name,
+            on_compacted=on_compacted,
         )
 
     def close(self) -> None:

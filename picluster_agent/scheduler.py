@@ -51,6 +51,10 @@ GC_INTERVAL = 5.0
 IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
 
 
+class _Resync(Exception):
+    """A watch lost its place in etcd's history: the model must be rebuilt from a read."""
+
+
 @dataclass
 class NodeSlots:
     name: str
@@ -118,6 +122,10 @@ class Scheduler:
         self.keys = election.keys
         self.cfg = cfg
         self.stop = stop
+        self._reset()
+
+    def _reset(self) -> None:
+        """An empty model: filled by `_load` from one consistent read."""
         self.inbox: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
         self.nodes: dict[str, NodeSlots] = {}
         self.drained: set[str] = set()
@@ -133,6 +141,14 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._run_from_snapshot()
+            except _Resync:
+                log.warning("scheduler: a watch fell behind etcd's compaction; reloading")
+                self._reset()
+
+    def _run_from_snapshot(self) -> None:
         revision = self._load()
         watches = [
             self.client.watch(
@@ -140,6 +156,7 @@ class Scheduler:
                 lambda events, _rev, kind=kind: self.inbox.put((kind, events)),
                 start_revision=revision + 1,
                 name=f"master-{kind}",
+                on_compacted=lambda _e: self.inbox.put(("compacted", [])),
             )
             for kind, prefix in (
                 ("queue", self.keys.queue_dir),
@@ -279,6 +296,8 @@ class Scheduler:
             self._apply(kind, events)
 
     def _apply(self, kind: str, events: list[Event]) -> None:
+        if kind == "compacted":
+            raise _Resync
         for e in events:
             name = Keys.last_segment(e.kv.key)
             if kind == "queue":

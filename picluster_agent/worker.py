@@ -96,6 +96,7 @@ class Worker:
         self.marks: dict[str, tuple[float, Report]] = {}  # job id -> (due, running mark)
         self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
         self.abandoned = threading.Event()
+        self.resync = threading.Event()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
         # Kill jobs this long before the lease could expire: SIGKILL of a process group and
@@ -105,18 +106,7 @@ class Worker:
     # ------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        assign_dir = self.keys.assign_dir(self.cfg.name)
-        existing, rev = self.client.get_prefix(assign_dir)
-        cancels, _ = self.client.get_prefix(self.keys.cancel_dir, keys_only=True, revision=rev)
-        self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
-        for kv in existing:
-            self._on_assignment(kv)
-        watches = [
-            self.client.watch(assign_dir, self._on_assign_events, start_revision=rev + 1,
-                              name="assign-watch"),
-            self.client.watch(self.keys.cancel_dir, self._on_cancel_events,
-                              start_revision=rev + 1, name="cancel-watch"),
-        ]  # fmt: skip
+        watches = self._watch()
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
         reporter.start()
         try:
@@ -124,6 +114,12 @@ class Worker:
                 if time.monotonic() > self.session.safe_until() - self.margin:
                     self._lease_guard_fired()
                     break
+                if self.resync.is_set():
+                    # A watch lost its place in etcd's history: list again, watch again.
+                    self.resync.clear()
+                    for w in watches:
+                        w.stop()
+                    watches = self._watch()
                 self.stop.wait(0.05)
         finally:
             for w in watches:
@@ -138,6 +134,23 @@ class Worker:
                 self.abandoned.set()
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
+
+    def _watch(self) -> list:  # type: ignore[type-arg]
+        """Read assignments and cancels at one revision, then watch both from there."""
+        assign_dir = self.keys.assign_dir(self.cfg.name)
+        existing, rev = self.client.get_prefix(assign_dir)
+        cancels, _ = self.client.get_prefix(self.keys.cancel_dir, keys_only=True, revision=rev)
+        with self.lock:
+            self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
+        for kv in existing:
+            self._on_assignment(kv)  # ignores the ones already running here
+        resync = lambda _e: self.resync.set()  # noqa: E731
+        return [
+            self.client.watch(assign_dir, self._on_assign_events, start_revision=rev + 1,
+                              name="assign-watch", on_compacted=resync),
+            self.client.watch(self.keys.cancel_dir, self._on_cancel_events,
+                              start_revision=rev + 1, name="cancel-watch", on_compacted=resync),
+        ]  # fmt: skip
 
     # ------------------------------------------------------------ events
 

@@ -79,3 +79,33 @@ def test_agent_survives_total_etcd_outage_and_rejoins(agents):
     leader = agents.wait_leader(timeout=30)
     assert leader.name == "pi1"
     assert agent.running
+
+
+def test_watches_that_fall_behind_compaction_resync(agents3):
+    """Master and worker watches resume after an outage; if etcd compacted the revisions they
+    missed meanwhile, they re-read instead of silently missing events."""
+    from picluster_agent.client import Client
+    from picluster_agent.jobs import JobState
+
+    cluster = agents3.cluster
+    agent = agents3.start("pi1", lease_ttl=8, endpoints=cluster.members[0].client_url)
+    agents3.wait_registered(1)
+    agents3.wait_leader()
+    others = ",".join(m.client_url for m in cluster.members[1:])
+    client = Client(others, prefix=agents3.prefix)
+    warm = client.submit(["true"])
+    assert client.wait([warm.id], timeout=30)[warm.id].state is JobState.SUCCEEDED
+
+    cluster.members[0].stop()
+    job = client.submit(["true"])  # the agent's watches are cut off: they miss this
+    for i in range(5):
+        client.etcd.put(f"{agents3.prefix}-noise/{i}", "x")
+    _, rev = client.etcd.get_prefix(agents3.keys.queue_dir)
+    client.etcd._post("/kv/compaction", {"revision": str(rev), "physical": True}, idempotent=True)
+    cluster.members[0].start()
+
+    status = client.wait([job.id], timeout=60)[job.id]
+    assert status.state is JobState.SUCCEEDED
+    log = agent.log_text()
+    assert "compacted" in log
+    assert "session ended" not in log  # same session throughout: the watches resynced
