@@ -124,6 +124,7 @@ class Agent:
             address=self.cfg.address,
             master_eligible=self.cfg.master,
             started_at=time.time(),
+            memory_mb=_total_memory_mb(),
             lease=f"{session.lease_id:x}",
         )
         self._register_with_retry(session, info)
@@ -219,6 +220,13 @@ class Agent:
             # A bug in a duty must not pin the mastership here: let another agent take over.
             election.resign()
             raise NotLeader("a master duty failed")
+
+
+def _total_memory_mb() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError):
+        return None
 
 
 def leader_heartbeat(election: Election, stop: StopSignal) -> None:

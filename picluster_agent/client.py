@@ -251,6 +251,11 @@ class Client:
         if not big:
             largest = max(n.slots for n in matching)
             return f"needs {slots} slots; the largest matching node has {largest}"
+        memory = spec.get("memory_mb")
+        if memory:
+            big = [n for n in big if n.memory_mb is None or n.memory_mb >= memory]
+            if not big:
+                return f"needs {memory} MiB of memory; no matching node has that much"
         if all(n.name in drained for n in big):
             return "every node that could run it is drained"
         if record.reason:

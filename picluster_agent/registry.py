@@ -23,6 +23,7 @@ class NodeInfo:
     version: str = __version__
     master_eligible: bool = True
     started_at: float = 0.0
+    memory_mb: int | None = None  # total RAM: jobs with memory_mb are placed within it
     lease: str = ""
 
     def to_json(self) -> str:

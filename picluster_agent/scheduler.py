@@ -259,7 +259,7 @@ class Scheduler:
             create_revision=kv.create_revision,
             slots=info.slots,
             labels=dict(info.labels),
-            memory_mb=getattr(info, "memory_mb", None),
+            memory_mb=info.memory_mb,
             drained=info.name in self.drained,
         )
         if old is not None and old.create_revision == kv.create_revision:

@@ -205,7 +205,9 @@ def test_labels_constrain_placement_and_unsatisfiable_jobs_wait_with_a_reason(sh
     assert client.status(stuck).state is JobState.QUEUED
     too_big = client.submit(["true"], slots=64).id
     wait_for(lambda: "64 slots" in (client.status(too_big).waiting or ""), 15, what="slots reason")
-    for job_id in (stuck, too_big):
+    greedy = client.submit(["true"], memory_mb=10_000_000).id
+    wait_for(lambda: "MiB" in (client.status(greedy).waiting or ""), 15, what="memory reason")
+    for job_id in (stuck, too_big, greedy):
         client.cancel(job_id)
         assert client.wait([job_id], timeout=30)[job_id].state is JobState.CANCELLED
 
