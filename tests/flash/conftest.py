@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import images
+from . import images
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import images
 import pytest
+
+from . import images
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import images
 import yaml
-from images import SSH_KEY
+
+from . import images
+from .images import SSH_KEY
 
 WIFI_SSID = "lab net"
 WIFI_PASSPHRASE = "correct horse battery"

@@ -12,8 +12,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import images
 import pytest
+
+from . import images
 
 WRITE_TASK = "TASK [flash : Write the image]"
 
