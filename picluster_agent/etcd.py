@@ -223,6 +223,10 @@ class EtcdClient:
             timeout=self.timeout,
             api_path="/v3/",  # etcd >= 3.4; skips a discovery round trip per endpoint
         )
+        # Ignore the environment: REQUESTS_CA_BUNDLE would silently replace our CA (seen:
+        # "unable to get local issuer certificate"), and HTTP(S)_PROXY must never carry
+        # cluster traffic.
+        client.session.trust_env = False
         return client
 
     @property
@@ -241,6 +245,11 @@ class EtcdClient:
             try:
                 result = client.post(client.get_url(path), data=json.dumps(payload))
             except (gw_errors.ConnectionFailedError, gw_errors.ConnectionTimeoutError) as e:
+                if isinstance(e.__context__, requests.exceptions.SSLError):
+                    raise ConfigError(
+                        f"TLS failure talking to {self.endpoints[index]}: "
+                        f"{_tls_reason(e.__context__)}"
+                    ) from e
                 errors.append(f"{self.endpoints[index]}: {type(e).__name__}")
                 if not idempotent and not _request_never_reached_server(e):
                     self._rotate_from(index)
@@ -406,6 +415,15 @@ class EtcdClient:
     def close(self) -> None:
         for client in self._clients:
             client.session.close()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("certificate verify failed", "CERTIFICATE", "alert", "SSL:"):
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].split("(_ssl")[0].rstrip(" )'\"")
+    return text[:200]
 
 
 def _etcd_message(detail: str) -> str:

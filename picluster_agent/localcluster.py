@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, PiclusterError
-from .etcd import EtcdClient
+from .etcd import EtcdClient, TLSFiles
 
 
 def find_etcd() -> str:
@@ -66,19 +66,31 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """Files for etcd's client side TLS (peers stay on plain loopback HTTP)."""
+
+    cacert: str
+    cert: str
+    key: str
+    client_cert: str = ""  # a client certificate the harness itself uses
+    client_key: str = ""
+
+
 @dataclass
 class EtcdMember:
     name: str
     data_dir: Path
     client_port: int
     peer_port: int
+    scheme: str = "http"
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -132,15 +144,26 @@ class EtcdCluster:
         *,
         progress_notify_interval: str = "2s",
         extra_args: Sequence[str] = (),
+        tls: ServerTLS | None = None,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         binary = find_etcd()
         token = f"picluster-{uuid.uuid4().hex[:8]}"
+        self.tls = tls
+        scheme = "https" if tls else "http"
         self.members = [
-            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port())
+            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port(), scheme=scheme)
             for i in range(size)
         ]
+        tls_args = (
+            [
+                "--cert-file", tls.cert, "--key-file", tls.key,
+                "--client-cert-auth", "--trusted-ca-file", tls.cacert,
+            ]
+            if tls
+            else []
+        )  # fmt: skip
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
             m.args = [
@@ -159,6 +182,7 @@ class EtcdCluster:
                 "--experimental-watch-progress-notify-interval", progress_notify_interval,
                 "--logger", "zap",
                 "--log-level", "warn",
+                *tls_args,
                 *extra_args,
             ]  # fmt: skip
 
@@ -176,7 +200,13 @@ class EtcdCluster:
         self.wait_healthy(timeout)
         return self
 
+    def _client_tls(self) -> TLSFiles | None:
+        if self.tls is None:
+            return None
+        return TLSFiles(self.tls.cacert, self.tls.client_cert, self.tls.client_key)
+
     def client(self, **kwargs: object) -> EtcdClient:
+        kwargs.setdefault("tls", self._client_tls())
         return EtcdClient(self.endpoints, **kwargs)  # type: ignore[arg-type]
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -186,7 +216,7 @@ class EtcdCluster:
                     if m.proc is not None and m.proc.poll() is not None:
                         raise PiclusterError(f"etcd {m.name} exited; see {m.log_path}")
                     continue
-                status = EtcdClient([m.client_url], timeout=1.0).status()
+                status = EtcdClient([m.client_url], self._client_tls(), timeout=1.0).status()
                 if not status.get("leader"):
                     return False
             return True
@@ -197,7 +227,11 @@ class EtcdCluster:
         m = self.members[index]
         m.stop()
         m.start()
-        wait_for(lambda: EtcdClient([m.client_url], timeout=1.0).status(), timeout, what="etcd up")
+        wait_for(
+            lambda: EtcdClient([m.client_url], self._client_tls(), timeout=1.0).status(),
+            timeout,
+            what="etcd up",
+        )
 
     def stop_all(self) -> None:
         for m in self.members:
