@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--mode", choices=("bulk", "stream"), default="bulk")
+    parser.add_argument("--prefetch", type=int, default=0, help="agents' --prefetch")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="picluster-bench-"))
@@ -44,7 +45,7 @@ def main() -> int:
     cluster = EtcdCluster(base / "etcd", 3).start()
     agents = [
         AgentProcess(f"pi{i}", cluster.endpoints_csv, keys.prefix, base / f"pi{i}", 3,
-                     args.slots).start()
+                     args.slots, extra_args=["--prefetch", str(args.prefetch)]).start()
         for i in (1, 2, 3)
     ]  # fmt: skip
     client = Client(cluster.endpoints_csv, prefix=keys.prefix)
@@ -85,7 +86,10 @@ def main() -> int:
 
     n = len(ids)
     latencies = [s.record.started_at - s.record.spec["submitted_at"] for s in statuses.values()]
-    print(f"{n} no-op jobs, 3-member etcd, 3 agents x {args.slots} slots, mode {args.mode}")
+    print(
+        f"{n} no-op jobs, 3-member etcd, 3 agents x {args.slots} slots "
+        f"(prefetch {args.prefetch}), mode {args.mode}"
+    )
     print(f"  outcome: {summarize(statuses)}")
     print(f"  submission: {n / (t_submitted - t0):.0f} jobs/s")
     print(f"  end to end: {n / (t_end - t0):.0f} jobs/s ({t_end - t0:.2f} s)")

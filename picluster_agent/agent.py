@@ -125,6 +125,7 @@ class Agent:
             master_eligible=self.cfg.master,
             started_at=time.time(),
             memory_mb=_total_memory_mb(),
+            prefetch=self.cfg.prefetch,
             lease=f"{session.lease_id:x}",
         )
         self._register_with_retry(session, info)

@@ -101,6 +101,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         address=args.address,
         job_user=args.job_user,
         log_level=args.log_level,
+        prefetch=args.prefetch,
     )
     logging.basicConfig(
         level=cfg.log_level,
@@ -217,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-master", action="store_true", help="never campaign: a worker only")
     p.add_argument("--address", help="address advertised in the registry")
     p.add_argument("--job-user", help="run jobs as this user (when the agent runs as root)")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        help="jobs the master may queue on this node beyond its slots (default 0): more "
+        "throughput for short jobs, but a later higher-priority job may wait behind them",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     p.add_argument(
         "--no-check-connection",

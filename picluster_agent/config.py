@@ -39,6 +39,7 @@ FILE_KEYS = {
     "kill_grace",
     "keep_finished",
     "keep_finished_seconds",
+    "prefetch",
 }
 
 ENV = {
@@ -75,6 +76,7 @@ class AgentConfig:
     kill_grace: float = 10.0
     keep_finished: int = 10_000
     keep_finished_seconds: float = 7 * 24 * 3600
+    prefetch: int = 0
 
 
 def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
@@ -226,4 +228,5 @@ def build_agent_config(
         kill_grace=float(get("kill_grace", 10.0)),
         keep_finished=_int("keep_finished", get("keep_finished", 10_000), 0),
         keep_finished_seconds=float(get("keep_finished_seconds", 7 * 24 * 3600)),
+        prefetch=_int("prefetch", get("prefetch", 0), 0),
     )

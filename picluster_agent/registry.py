@@ -24,6 +24,7 @@ class NodeInfo:
     master_eligible: bool = True
     started_at: float = 0.0
     memory_mb: int | None = None  # total RAM: jobs with memory_mb are placed within it
+    prefetch: int = 0  # extra assignments the master may queue here beyond `slots`
     lease: str = ""
 
     def to_json(self) -> str:

@@ -63,13 +63,19 @@ class NodeSlots:
     slots: int
     labels: dict[str, str]
     memory_mb: int | None = None
+    prefetch: int = 0
     drained: bool = False
     used_slots: int = 0
     used_memory: int = 0
     jobs: set[str] = field(default_factory=set)
 
+    @property
+    def capacity(self) -> int:
+        """Slots the master may fill here: the node's own, plus its prefetch allowance."""
+        return self.slots + self.prefetch
+
     def fits(self, spec: JobSpec) -> bool:
-        if self.drained or self.used_slots + spec.slots > self.slots:
+        if self.drained or spec.slots > self.slots or self.used_slots + spec.slots > self.capacity:
             return False
         if spec.memory_mb and self.memory_mb is not None:
             return self.used_memory + spec.memory_mb <= self.memory_mb
@@ -260,6 +266,7 @@ class Scheduler:
             slots=info.slots,
             labels=dict(info.labels),
             memory_mb=info.memory_mb,
+            prefetch=info.prefetch,
             drained=info.name in self.drained,
         )
         if old is not None and old.create_revision == kv.create_revision:
@@ -531,7 +538,7 @@ class Scheduler:
         if not self.pending:
             return
         now = time.time()
-        candidates = [n for n in self.nodes.values() if not n.drained and n.used_slots < n.slots]
+        candidates = [n for n in self.nodes.values() if not n.drained and n.used_slots < n.capacity]
         if not candidates:
             return
         ready = [(p.order(), p.id) for p in self.pending.values() if p.not_before <= now]
@@ -546,8 +553,8 @@ class Scheduler:
             node.used_slots += p.spec.slots
             node.used_memory += p.spec.memory_mb or 0
             batch.append((p, node))
-            if node.used_slots >= node.slots:
-                candidates = [n for n in candidates if n.used_slots < n.slots]
+            if node.used_slots >= node.capacity:
+                candidates = [n for n in candidates if n.used_slots < n.capacity]
             if len(batch) >= ASSIGN_BATCH:
                 self._commit(batch, now)
                 batch = []
@@ -560,7 +567,7 @@ class Scheduler:
         for n in candidates:
             if not (n.fits(spec) and matches(spec.constraints, n.labels)):
                 continue
-            if best is None or (n.slots - n.used_slots) > (best.slots - best.used_slots):
+            if best is None or (n.capacity - n.used_slots) > (best.capacity - best.used_slots):
                 best = n
         return best
 

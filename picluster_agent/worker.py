@@ -96,6 +96,8 @@ class Worker:
         self.marks: dict[str, tuple[float, Report]] = {}  # job id -> (due, running mark)
         self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
         self.abandoned = threading.Event()
+        self.waiting: list[RunningJob] = []  # assigned here, not started yet
+        self.busy_slots = 0
         self.resync = threading.Event()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
@@ -186,13 +188,42 @@ class Worker:
                 return
             self.jobs[record.id] = job
             job.cancel_requested = record.id in self.cancels
-        job.thread = threading.Thread(
-            target=self._run_job, args=(job,), name=f"job-{record.id}", daemon=True
-        )
-        job.thread.start()
+            self.waiting.append(job)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start waiting assignments, best first, while this node's slots allow.
+
+        The master may assign up to `slots + prefetch` jobs here; the node itself keeps
+        at most `slots` running, so a prefetched job starts the moment a slot frees.
+        """
+        with self.lock:
+            if self.abandoned.is_set():
+                return
+            self.waiting.sort(key=lambda j: (-j.record.spec.get("priority", 0), j.record.seq))
+            starting = []
+            for job in list(self.waiting):
+                need = int(job.record.spec.get("slots", 1))
+                if self.busy_slots and self.busy_slots + need > self.cfg.slots:
+                    continue
+                self.waiting.remove(job)
+                self.busy_slots += need
+                starting.append(job)
+        for job in starting:
+            job.thread = threading.Thread(
+                target=self._run_job, args=(job,), name=f"job-{job.record.id}", daemon=True
+            )
+            job.thread.start()
 
     def _cancel(self, job: RunningJob) -> None:
         job.cancel_requested = True
+        with self.lock:
+            waiting = job in self.waiting
+            if waiting:
+                self.waiting.remove(job)
+        if waiting:
+            self._finish(job, None)  # never started: reported cancelled at once
+            return
         if job.process is not None:
             log.info("cancelling job %s (attempt %d)", job.record.id, job.record.attempt)
             job.process.stop(self.cfg.kill_grace)
@@ -200,6 +231,14 @@ class Worker:
     # ------------------------------------------------------------ running one job
 
     def _run_job(self, job: RunningJob) -> None:
+        try:
+            self._run_attempt(job)
+        finally:
+            with self.lock:
+                self.busy_slots -= int(job.record.spec.get("slots", 1))
+            self._dispatch()
+
+    def _run_attempt(self, job: RunningJob) -> None:
         record = job.record
         try:
             spec = record.job_spec()

@@ -127,3 +127,30 @@ def _spec():
     from picluster_agent.spec import build_spec
 
     return build_spec(["true"])
+
+
+def test_prefetched_jobs_wait_on_the_node_for_a_free_slot(agents, tmp_path):
+    agents.start("pi1", slots=1, extra_args=["--prefetch", "2"])
+    agents.wait_registered(1)
+    client = _client(agents)
+    wait_script, gate = _gate(tmp_path)
+    first = client.submit(wait_script, shell=True)
+    second = client.submit(["true"])
+    third = client.submit(["true"])
+    # All three are assigned to pi1 at once, but only one runs while the slot is taken.
+    wait_for(
+        lambda: all(
+            client.status(j.id).state in (JobState.ASSIGNED, JobState.RUNNING)
+            for j in (first, second, third)
+        ),
+        20,
+        what="prefetched",
+    )
+    assert client.status(second.id).record.node == "pi1"
+    assert client.status(second.id).state is JobState.ASSIGNED
+    client.cancel(third.id)
+    assert client.wait([third.id], timeout=20)[third.id].state is JobState.CANCELLED
+    gate.touch()
+    statuses = client.wait([first.id, second.id], timeout=30)
+    assert statuses[second.id].record.started_at >= statuses[first.id].record.finished_at
+    assert statuses[second.id].state is JobState.SUCCEEDED
