@@ -38,14 +38,21 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--mode", choices=("bulk", "stream"), default="bulk")
     parser.add_argument("--prefetch", type=int, default=0, help="agents' --prefetch")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="stream mode: submit at this many jobs/s"
+    )
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="picluster-bench-"))
     keys = Keys("/bench")
     cluster = EtcdCluster(base / "etcd", 3).start()
+    eps = cluster.endpoints
     agents = [
-        AgentProcess(f"pi{i}", cluster.endpoints_csv, keys.prefix, base / f"pi{i}", 3,
-                     args.slots, extra_args=["--prefetch", str(args.prefetch)]).start()
+        # Each agent lists "its own" member first, as on a cluster where every etcd node's
+        # agent talks to its local member.
+        AgentProcess(f"pi{i}", ",".join(eps[i - 1:] + eps[:i - 1]), keys.prefix,
+                     base / f"pi{i}", 3, args.slots,
+                     extra_args=["--prefetch", str(args.prefetch)]).start()
         for i in (1, 2, 3)
     ]  # fmt: skip
     client = Client(cluster.endpoints_csv, prefix=keys.prefix)
@@ -63,14 +70,24 @@ def main() -> int:
             ids = []
             lock = threading.Lock()
 
-            def submitter(count: int) -> None:
+            def submitter(count: int, interval: float) -> None:
                 own = Client(cluster.endpoints_csv, prefix=keys.prefix)
+                next_at = time.monotonic()
                 for _ in range(count):
                     r = own.submit(["true"])
                     with lock:
                         ids.append(r.id)
+                    if interval:
+                        next_at += interval
+                        time.sleep(max(0.0, next_at - time.monotonic()))
 
-            threads = [threading.Thread(target=submitter, args=(args.jobs // 8,)) for _ in range(8)]
+            # Paced: one submitter at --rate (latency without a backlog); else 8 flat out.
+            senders = 1 if args.rate else 8
+            interval = 1.0 / args.rate if args.rate else 0.0
+            threads = [
+                threading.Thread(target=submitter, args=(args.jobs // senders, interval))
+                for _ in range(senders)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -89,6 +106,7 @@ def main() -> int:
     print(
         f"{n} no-op jobs, 3-member etcd, 3 agents x {args.slots} slots "
         f"(prefetch {args.prefetch}), mode {args.mode}"
+        + (f" at {args.rate:g} jobs/s" if args.rate else "")
     )
     print(f"  outcome: {summarize(statuses)}")
     print(f"  submission: {n / (t_submitted - t0):.0f} jobs/s")
