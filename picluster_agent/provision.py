@@ -108,8 +108,8 @@ class RunState:
 
 def _message(res: Mapping[str, Any]) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
-    text = str(msg).strip().splitlines()
-    return text[0][:300] if text else ""
+    lines = [line.strip() for line in str(msg).strip().splitlines() if line.strip()]
+    return " / ".join(lines[:3])[:300]
 
 
 def _stats_hosts(data: Mapping[str, Any]) -> set[str]:
@@ -260,12 +260,16 @@ def _handler(state: RunState, refresh: Callable[[], None]) -> Callable[[dict[str
 
 def _line_printer(state: RunState, console: Any) -> Callable[[], None]:
     """Without a terminal (CI logs): one line per new task, not a redrawn table."""
-    seen = {"tasks": 0}
+    seen: dict[str, object] = {"tasks": 0, "line": ""}
 
     def refresh() -> None:
-        if state.tasks_started != seen["tasks"]:
-            seen["tasks"] = state.tasks_started
-            console.print(f"[{state.play}] {state.task}", highlight=False, markup=False)
+        if state.tasks_started == seen["tasks"]:
+            return
+        seen["tasks"] = state.tasks_started
+        line = f"[{state.play}] {state.task}"
+        if line != seen["line"]:  # meta tasks start once per host
+            seen["line"] = line
+            console.print(line, highlight=False, markup=False)
 
     return refresh
 
