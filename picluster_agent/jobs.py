@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .spec import JobSpec, parse_spec
@@ -48,6 +48,11 @@ FINAL_STATES = frozenset(
 MAX_NODE_LOSSES = 5
 
 
+def _shallow(obj: Any) -> dict[str, Any]:
+    """Fields as a dict without `asdict`'s deep copy (which cost most of an agent's CPU)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """The state of one job; the value of `<prefix>/jobs/<id>` (JSON)."""
@@ -71,8 +76,7 @@ class JobRecord:
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["state"] = self.state.value
+        data = _shallow(self)
         data["history"] = list(self.history)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -128,9 +132,7 @@ class JobResult:
     error: str | None = None
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(_shallow(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobResult:
