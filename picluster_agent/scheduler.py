@@ -48,6 +48,7 @@ ASSIGN_BATCH = 40
 READ_BATCH = 120
 GC_BATCH = 60
 GC_INTERVAL = 5.0
+COALESCE = 0.003  # seconds a step waits for more events after the first
 IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
 
 
@@ -295,6 +296,8 @@ class Scheduler:
         except queue.Empty:
             return
         self._apply(kind, events)
+        # Let a burst gather: one step (one read, one assignment txn) serves all of it.
+        time.sleep(COALESCE)
         while True:
             try:
                 kind, events = self.inbox.get_nowait()

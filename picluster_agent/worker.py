@@ -42,6 +42,7 @@ MAX_TXN_BYTES = 1024 * 1024
 # A job still running this long after its start gets a "running" mark in etcd.
 RUNNING_MARK_DELAY = 0.5
 REPORTS_IN_FLIGHT = 2
+COALESCE = 0.003
 
 
 @dataclass
@@ -336,6 +337,7 @@ class Worker:
             batch: list[Report] = []
             try:
                 batch.append(self.reports.get(timeout=self._next_mark_in()))
+                time.sleep(COALESCE)  # results of jobs ending together share one txn
             except queue.Empty:
                 if self.abandoned.is_set() or (self.stop.is_set() and not self._busy()):
                     return
