@@ -399,8 +399,12 @@ class EtcdClient:
         prev_kv: bool = False,
         name: str = "watch",
         on_compacted: Callable[[WatchCompacted], None] | None = None,
+        only: str | None = None,
     ) -> Watch:
-        """See `Watch`. Long-lived owners must pass `on_compacted` and re-read when called."""
+        """See `Watch`. Long-lived owners must pass `on_compacted` and re-read when called.
+
+        `only="PUT"` or `only="DELETE"` asks etcd to send just that kind of event.
+        """
         return Watch(
             self,
             prefix,
@@ -410,6 +414,7 @@ class EtcdClient:
             prev_kv=prev_kv,
             name=name,
             on_compacted=on_compacted,
+            only=only,
         )
 
     def close(self) -> None:
@@ -466,7 +471,11 @@ class Watch:
         name: str = "watch",
         on_compacted: Callable[[WatchCompacted], None] | None = None,
         idle_timeout: float = defaults.WATCH_IDLE_TIMEOUT,
+        only: str | None = None,
     ) -> None:
+        if only not in (None, "PUT", "DELETE"):
+            raise ValueError(f"only must be PUT or DELETE, not {only!r}")
+        self._filters = {"PUT": ["NODELETE"], "DELETE": ["NOPUT"], None: []}[only]
         self._client = client
         self._key = key
         self._on_events = on_events
@@ -530,6 +539,8 @@ class Watch:
         }
         if self._is_prefix:
             create["range_end"] = _b64(prefix_end(self._key))
+        if self._filters:
+            create["filters"] = self._filters
         index = self._client._current
         gw = self._client._clients[index]
         response = gw.session.post(

@@ -157,6 +157,9 @@ class Scheduler:
 
     def _run_from_snapshot(self) -> None:
         revision = self._load()
+        # Only the event kinds acted on are sent: the master's own writes (an assignment PUT
+        # and a queue DELETE per job) would otherwise come back to it, costing etcd CPU.
+        # A queue key deleted by hand is noticed when its assignment's compare fails.
         watches = [
             self.client.watch(
                 prefix,
@@ -164,13 +167,14 @@ class Scheduler:
                 start_revision=revision + 1,
                 name=f"master-{kind}",
                 on_compacted=lambda _e: self.inbox.put(("compacted", [])),
+                only=only,
             )
-            for kind, prefix in (
-                ("queue", self.keys.queue_dir),
-                ("assign", self.keys.assign_root),
-                ("nodes", self.keys.nodes_dir),
-                ("drain", self.keys.drain_dir),
-                ("cancel", self.keys.cancel_dir),
+            for kind, prefix, only in (
+                ("queue", self.keys.queue_dir, "PUT"),
+                ("assign", self.keys.assign_root, "DELETE"),
+                ("nodes", self.keys.nodes_dir, None),
+                ("drain", self.keys.drain_dir, None),
+                ("cancel", self.keys.cancel_dir, None),
             )
         ]
         log.info(

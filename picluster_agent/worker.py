@@ -150,7 +150,7 @@ class Worker:
         resync = lambda _e: self.resync.set()  # noqa: E731
         return [
             self.client.watch(assign_dir, self._on_assign_events, start_revision=rev + 1,
-                              name="assign-watch", on_compacted=resync),
+                              name="assign-watch", on_compacted=resync, only="PUT"),
             self.client.watch(self.keys.cancel_dir, self._on_cancel_events,
                               start_revision=rev + 1, name="cancel-watch", on_compacted=resync),
         ]  # fmt: skip

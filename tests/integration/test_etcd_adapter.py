@@ -178,3 +178,21 @@ def test_too_small_ttl_is_refused(etcd1):
 
     with pytest.raises(PiclusterError, match="below etcd's minimum"):
         Session(etcd1.client(), ttl=1)
+
+
+def test_watch_can_ask_for_one_kind_of_event(etcd1):
+    client = etcd1.client()
+    start = client.put("/f/0", "0")
+    puts, deletes = Collector(), Collector()
+    w1 = client.watch("/f/", puts, start_revision=start + 1, only="PUT")
+    w2 = client.watch("/f/", deletes, start_revision=start + 1, only="DELETE")
+    try:
+        client.put("/f/1", "1")
+        client.delete("/f/1")
+        client.put("/f/2", "2")
+        wait_for(lambda: len(puts.events) == 2 and len(deletes.events) == 1, 5, what="events")
+        assert [e.type for e in puts.events] == ["PUT", "PUT"]
+        assert [(e.type, e.kv.key) for e in deletes.events] == [("DELETE", "/f/1")]
+    finally:
+        w1.stop()
+        w2.stop()
