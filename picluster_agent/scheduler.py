@@ -360,13 +360,10 @@ class Scheduler:
         if not self._fresh_queue:
             return
         fresh, self._fresh_queue = self._fresh_queue, {}
-        existing = self._read_many([self.keys.job(i) for i in fresh])
         rejects: list[tuple[KV, str]] = []
-        duplicates: list[KV] = []
+        # No read here: a queue key whose job exists already (a plain `etcdctl put` of a
+        # used id) fails its assignment's `jobs/<id> absent` compare and is dropped then.
         for job_id, kv in fresh.items():
-            if self.keys.job(job_id) in existing:
-                duplicates.append(kv)
-                continue
             try:
                 spec = parse_spec(kv.value, job_id)
             except SpecError as e:
@@ -375,10 +372,6 @@ class Scheduler:
             self.pending[job_id] = Pending(
                 job_id, spec, kv.key, kv.mod_revision, kv.create_revision
             )
-        for kv in duplicates:
-            # A plain `etcdctl put` of an id that exists already: the job is not made twice.
-            log.warning("duplicate submission of %s ignored", Keys.last_segment(kv.key))
-            self._fenced([op_delete(kv.key)], [cmp_modified_at(kv.key, kv.mod_revision)])
         for kv, reason in rejects:
             self._reject(kv, reason)
 
@@ -394,13 +387,20 @@ class Scheduler:
             finished_at=now,
             reason=reason,
         )
-        log.warning("job %s rejected: %s", job_id, reason)
         ok = self._fenced(
             [op_delete(kv.key), op_put(self.keys.job(job_id), record.to_json())],
             [cmp_modified_at(kv.key, kv.mod_revision), cmp_absent(self.keys.job(job_id))],
         )
         if ok:
+            log.warning("job %s rejected: %s", job_id, reason)
             self.finished.append((now, job_id))
+        elif self.client.get(self.keys.job(job_id)) is not None:
+            self._drop_duplicate(kv)
+
+    def _drop_duplicate(self, kv: KV) -> None:
+        """A plain `etcdctl put` of an id that exists already: the job is not made twice."""
+        log.warning("duplicate submission of %s ignored", Keys.last_segment(kv.key))
+        self._fenced([op_delete(kv.key)], [cmp_modified_at(kv.key, kv.mod_revision)])
 
     # ------------------------------------------------------------ ended assignments
 
@@ -635,8 +635,12 @@ class Scheduler:
         kv = self.client.get(p.source_key)
         job_kv = self.client.get(self.keys.job(p.id)) if p.fresh else kv
         if p.fresh and (kv is None or job_kv is not None):
-            # Taken already (maybe by our own write whose reply was lost) or withdrawn.
+            # Taken already (maybe by our own write whose reply was lost), withdrawn, or a
+            # second submission of an id that exists.
             self.pending.pop(p.id, None)
+            if kv is not None and job_kv is not None:
+                self._drop_duplicate(kv)
+                return
             if job_kv is not None:
                 record = JobRecord.from_json(job_kv.value)
                 if record.state.active and record.node and p.id not in self.running:

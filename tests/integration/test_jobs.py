@@ -126,6 +126,14 @@ def test_plain_etcdctl_put_is_a_submission(shared, client):
     status = client.wait([job_id], timeout=30)[job_id]
     assert status.state is JobState.SUCCEEDED
     assert client.logs(job_id) == "from etcdctl\n"
+    # The same id put again with etcdctl creates nothing: the master drops the queue key.
+    before = shared.client.get(shared.keys.job(job_id))
+    etcdctl(shared, "put", f"{shared.prefix}/queue/{job_id}", json.dumps(spec))
+    wait_for(
+        lambda: shared.client.get(shared.keys.queue(job_id)) is None, 15, what="duplicate dropped"
+    )
+    after = shared.client.get(shared.keys.job(job_id))
+    assert after.mod_revision == before.mod_revision  # the job was not touched, nor re-run
 
 
 @pytest.mark.parametrize(
