@@ -158,11 +158,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         results = [client.submit_spec(specs[0], id=ids[0])]
     else:
         results = _submit_with_progress(client, specs, ids)
-    duplicate = False
+    duplicate = any(not r.accepted for r in results)
+    if args.output == "json" and not args.wait:
+        emit("json", [{"id": r.id, "accepted": r.accepted} for r in results])
+    else:
+        for r in results:
+            print(r.id, flush=True)
     for r in results:
-        print(r.id, flush=True)
         if not r.accepted:
-            duplicate = True
             error(f"job {r.id} was already accepted; nothing new was created")
     if args.wait:
         return _wait_and_report(client, [r.id for r in results], None, args.output)

@@ -102,6 +102,9 @@ def test_duplicate_id_creates_nothing(shared, client, cli):
     status = client.wait([job_id], timeout=30)[job_id]
     assert status.state is JobState.SUCCEEDED  # the first spec ran, not the second
     assert sum(1 for s in client.jobs() if s.id == job_id) == 1
+    as_json = cli("submit", *cli_args(shared), "-o", "json", "--id", job_id, "--", "true")
+    assert as_json.returncode == 5
+    assert json.loads(as_json.stdout) == [{"id": job_id, "accepted": False}]
     # After the job finished, the same id still creates nothing.
     again = client.submit(["false"], id=job_id)
     assert again.accepted is False
