@@ -114,7 +114,12 @@ class Worker:
         reporter.start()
         try:
             while not self.stop.is_set():
-                if time.monotonic() > self.session.safe_until() - self.margin:
+                # The lease is gone (revoked, expired) or could be soon: stop every job now,
+                # before the master can hand them to another node.
+                if (
+                    self.session.done.is_set()
+                    or time.monotonic() > self.session.safe_until() - self.margin
+                ):
                     self._lease_guard_fired()
                     break
                 if self.resync.is_set():
@@ -127,6 +132,8 @@ class Worker:
         finally:
             for w in watches:
                 w.stop()
+            if not self.abandoned.is_set() and self.session.done.is_set():
+                self._lease_guard_fired()
             if self.abandoned.is_set():
                 # Only once the jobs are confirmed dead may the agent revoke the old lease
                 # (the master re-runs them as soon as it is gone).
@@ -473,7 +480,7 @@ class Worker:
             if job.process is not None:
                 job.process.stop(0)
         log.warning(
-            "lease %x not renewed in time: killed %d job(s) before it could expire; "
+            "lease %x lost or not renewed in time: killed %d job(s) before it could expire; "
             "the master re-runs them",
             self.session.lease_id,
             len(jobs),
