@@ -208,7 +208,11 @@ class Agent:
             t.start()
             threads.append(t)
         while not (step_down.is_set() or stop.is_set()):
-            step_down.wait(0.2)
+            step_down.wait(0.02)
+        if self.stop_event.is_set() and not election.session.done.is_set():
+            # Hand over first: the duties wind down afterwards, and any write they still
+            # attempt is refused by the guard.
+            election.resign()
         step_down.set()
         for t in threads:
             t.join()
