@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__, defaults
-from .config import Connection, build_agent_config, build_connection, default_config_path, load_file
+from .config import Connection, build_agent_config, from_flags
 from .election import current_leader
 from .errors import ConfigError, NotFound, PiclusterError, Unavailable
 from .etcd import EtcdClient, TLSFiles
@@ -61,17 +61,7 @@ def _output_option(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Connection]:
-    path = args.config or default_config_path()
-    file = load_file(path, required=bool(args.config))
-    conn = build_connection(
-        file,
-        endpoints=args.endpoints,
-        prefix=args.prefix,
-        cacert=args.cacert,
-        cert=args.cert,
-        key=args.key,
-    )
-    return file, conn
+    return from_flags(args)
 
 
 def connect(args: argparse.Namespace) -> tuple[EtcdClient, Keys]:

@@ -159,6 +159,20 @@ def build_connection(
     )
 
 
+def from_flags(args: Any) -> tuple[dict[str, Any], Connection]:
+    """The config file's settings and the connection, from the CLI's shared options."""
+    file = load_file(args.config or default_config_path(), required=bool(args.config))
+    conn = build_connection(
+        file,
+        endpoints=args.endpoints,
+        prefix=args.prefix,
+        cacert=args.cacert,
+        cert=args.cert,
+        key=args.key,
+    )
+    return file, conn
+
+
 def parse_labels(items: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
     """`k=v` strings (flags) or a mapping (file) to a validated dict."""
     if not items:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .client import Client, JobStatus, summarize
-from .config import build_connection, default_config_path, load_file, parse_labels
+from .config import from_flags, parse_labels
 from .errors import ConfigError
 from .jobs import JobState
 from .output import emit, error
@@ -34,16 +34,7 @@ JOB_EXIT_CODES = """job exit codes:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    file = load_file(args.config or default_config_path(), required=bool(args.config))
-    conn = build_connection(
-        file,
-        endpoints=args.endpoints,
-        prefix=args.prefix,
-        cacert=args.cacert,
-        cert=args.cert,
-        key=args.key,
-    )
-    return Client.from_connection(conn)
+    return Client.from_connection(from_flags(args)[1])
 
 
 # ---------------------------------------------------------------- submit

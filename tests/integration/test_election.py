@@ -12,11 +12,16 @@ from picluster_agent.localcluster import wait_for
 TTL = 3
 
 
-def test_exactly_one_master_among_three(agents, cli):
+def _three_agents(agents):
+    """pi1..pi3 running and registered; returns the master they elected."""
     for name in ("pi1", "pi2", "pi3"):
         agents.start(name, lease_ttl=TTL)
     agents.wait_registered(3)
-    leader = agents.wait_leader()
+    return agents.wait_leader()
+
+
+def test_exactly_one_master_among_three(agents, cli):
+    leader = _three_agents(agents)
 
     out = cli(
         "nodes",
@@ -49,10 +54,7 @@ def test_exactly_one_master_among_three(agents, cli):
 
 
 def test_kill_9_of_master_fails_over_within_ttl_plus_one_second(agents):
-    for name in ("pi1", "pi2", "pi3"):
-        agents.start(name, lease_ttl=TTL)
-    agents.wait_registered(3)
-    old = agents.wait_leader()
+    old = _three_agents(agents)
 
     started = time.monotonic()
     agents.by_name(old.name).kill()
@@ -66,10 +68,7 @@ def test_kill_9_of_master_fails_over_within_ttl_plus_one_second(agents):
 
 
 def test_sigterm_of_master_hands_over_within_one_second(agents):
-    for name in ("pi1", "pi2", "pi3"):
-        agents.start(name, lease_ttl=TTL)
-    agents.wait_registered(3)
-    old = agents.wait_leader()
+    old = _three_agents(agents)
     process = agents.by_name(old.name)
 
     started = time.monotonic()
@@ -84,10 +83,7 @@ def test_sigterm_of_master_hands_over_within_one_second(agents):
 
 
 def test_old_master_rejoins_as_worker_and_does_not_take_over(agents, cli):
-    for name in ("pi1", "pi2", "pi3"):
-        agents.start(name, lease_ttl=TTL)
-    agents.wait_registered(3)
-    old = agents.wait_leader()
+    old = _three_agents(agents)
     agents.by_name(old.name).kill()
     new = agents.wait_leader(timeout=TTL + 5, other_than=old.name)
 
@@ -124,10 +120,7 @@ def test_old_master_rejoins_as_worker_and_does_not_take_over(agents, cli):
 
 
 def test_paused_master_is_replaced_and_its_writes_are_refused(agents):
-    for name in ("pi1", "pi2", "pi3"):
-        agents.start(name, lease_ttl=TTL)
-    agents.wait_registered(3)
-    old = agents.wait_leader()
+    old = _three_agents(agents)
     paused = agents.by_name(old.name)
 
     paused.pause()
