@@ -18,6 +18,7 @@ from collections.abc import Callable
 from . import defaults
 from .config import AgentConfig
 from .election import Election, retry_transient
+from .endpoints import preferred_order
 from .errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
 from .etcd import EtcdClient, TLSFiles, op_put
 from .keys import Keys
@@ -35,7 +36,8 @@ WorkerDuty = Callable[[Session, StopSignal], None]
 
 def make_client(cfg: AgentConfig) -> EtcdClient:
     c = cfg.connection
-    return EtcdClient(c.endpoints, TLSFiles(c.cacert, c.cert, c.key))
+    endpoints = preferred_order(c.endpoints, cfg.name)
+    return EtcdClient(endpoints, TLSFiles(c.cacert, c.cert, c.key))
 
 
 class Agent:
