@@ -27,7 +27,7 @@ from .agent import WorkerDuty
 from .config import AgentConfig
 from .errors import PiclusterError, Unavailable
 from .etcd import KV, EtcdClient, Event, cmp_created_at, op_delete, op_put
-from .jobs import MAX_NODE_LOSSES, JobRecord, JobResult, JobState
+from .jobs import JobRecord, JobResult, JobState
 from .keys import Keys
 from .runner import JobProcess, Outcome
 from .session import Session
@@ -51,7 +51,6 @@ class RunningJob:
     assign_key: str
     assign_revision: int  # create revision of the assignment key
     process: JobProcess | None = None
-    started_reported: bool = False
     cancel_requested: bool = False
     thread: threading.Thread | None = None
 
@@ -63,17 +62,28 @@ class Report:
     result: JobResult | None = None  # None: a "running" mark
     extra_deletes: list[str] = field(default_factory=list)
 
-    def ops(self, keys: Keys) -> list[dict]:
-        ops = [op_put(keys.job(self.record.id), self.record.to_json())]
-        if self.result is not None:
-            ops.append(op_put(keys.result(self.record.id), self.result.to_json()))
-            ops.append(op_delete(self.job.assign_key))
-            ops.extend(op_delete(k) for k in self.extra_deletes)
-        return ops
+    _ops: list[dict] | None = field(default=None, repr=False)
+    _size: int = 0
 
-    def size(self) -> int:
-        tail = len(self.result.stdout_tail) + len(self.result.stderr_tail) if self.result else 0
-        return 2 * len(str(self.record.spec)) + tail + 512
+    def ops(self, keys: Keys) -> list[dict]:
+        """The txn operations, encoded once (a report may be sent in a batch, then alone)."""
+        if self._ops is None:
+            record = self.record.to_json()
+            ops = [op_put(keys.job(self.record.id), record)]
+            size = len(record)
+            if self.result is not None:
+                result = self.result.to_json()
+                size += len(result)
+                ops.append(op_put(keys.result(self.record.id), result))
+                ops.append(op_delete(self.job.assign_key))
+                ops.extend(op_delete(k) for k in self.extra_deletes)
+            # Values travel base64-encoded: 4 bytes for every 3.
+            self._ops, self._size = ops, size * 4 // 3 + 512
+        return self._ops
+
+    def size(self, keys: Keys) -> int:
+        self.ops(keys)
+        return self._size
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
@@ -389,7 +399,7 @@ class Worker:
         chunk: list[Report] = []
         ops = size = 0
         for report in batch:
-            n, s = len(report.ops(self.keys)) + 1, report.size()
+            n, s = len(report.ops(self.keys)) + 1, report.size(self.keys)
             if chunk and (ops + n > MAX_TXN_OPS or size + s > MAX_TXN_BYTES):
                 self._commit(chunk)
                 chunk, ops, size = [], 0, 0
@@ -456,8 +466,7 @@ class Worker:
     def _done(self, reports: list[Report]) -> None:
         for r in reports:
             if r.result is None:
-                r.job.started_reported = True
-                continue
+                continue  # a running mark: the job goes on
             with self.lock:
                 self.jobs.pop(r.record.id, None)
             # Per-job lines at INFO only when something went wrong: SD cards wear out.
@@ -520,4 +529,4 @@ def _failure_reason(outcome: Outcome | None, error: str | None) -> str:
     return f"exit code {outcome.exit_code}"
 
 
-__all__ = ["MAX_NODE_LOSSES", "Worker", "worker_duty_factory"]
+__all__ = ["Worker", "worker_duty_factory"]
