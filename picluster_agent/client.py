@@ -12,6 +12,7 @@ the transaction refuses to create a job whose id exists in the queue or among th
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from .ids import new_job_id
 from .jobs import JobRecord, JobResult, JobState
 from .keys import Keys, validate_job_id, validate_node_name
 from .registry import NodeInfo
-from .spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches
+from .spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches, parse_spec
 
 # One submission costs two compares; etcd allows 128 compares per txn.
 SUBMIT_BATCH = 64
@@ -208,8 +209,6 @@ class Client:
             return JobStatus(job_id, record.state, record, res_obj, waiting)
         if queued is not None:
             try:
-                from .spec import parse_spec
-
                 spec = parse_spec(queued.value, job_id)
                 record = JobRecord(
                     id=job_id,
@@ -417,8 +416,6 @@ def _encoded(spec: JobSpec) -> str:
 
 
 def _decoded_spec(value: str) -> dict[str, Any]:
-    import json
-
     return dict(json.loads(value))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field, fields
 
 from . import __version__
@@ -73,7 +72,6 @@ class NodeView:
     info: NodeInfo
     role: str
     drained: bool
-    registered_at: float
 
 
 def list_nodes(client: EtcdClient, keys: Keys) -> list[NodeView]:
@@ -90,7 +88,6 @@ def list_nodes(client: EtcdClient, keys: Keys) -> list[NodeView]:
                 info=info,
                 role="master" if is_master else "worker",
                 drained=info.name in drained,
-                registered_at=info.started_at or time.time(),
             )
         )
     return views
