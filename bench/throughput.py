@@ -14,6 +14,7 @@ threads, as many users on many nodes would submit.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,19 @@ from picluster_agent.client import Client, summarize
 from picluster_agent.keys import Keys
 from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
 from picluster_agent.spec import build_spec
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of a process and its descendants (reaped children are in its cutime/cstime)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15]) / ticks
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(cpu_seconds(int(c)) for c in children)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -62,6 +76,15 @@ def main() -> int:
         time.sleep(1.0)  # let the master's scheduler load its (empty) state
         _, rev0 = client.etcd.get_prefix(keys.leader)
         specs = [build_spec(["true"], submitted_at=0.0) for _ in range(args.jobs)]
+
+        def cpu_now() -> dict[str, float]:
+            return {
+                "etcd (3 members)": sum(cpu_seconds(m.proc.pid) for m in cluster.members),
+                "agents (with job supervisors and jobs)": sum(cpu_seconds(a.pid) for a in agents),
+                "benchmark client": sum(os.times()[:2]),
+            }
+
+        cpu0 = cpu_now()
         t0 = time.time()
         if args.mode == "bulk":
             specs = [build_spec(["true"], submitted_at=time.time()) for _ in range(args.jobs)]
@@ -96,6 +119,7 @@ def main() -> int:
         statuses = client.wait(ids, timeout=600)
         t_end = max(s.record.finished_at for s in statuses.values())
         _, rev1 = client.etcd.get_prefix(keys.leader)
+        cpu1 = cpu_now()
     finally:
         for a in agents:
             a.terminate()
@@ -116,6 +140,10 @@ def main() -> int:
         f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
     )
     print(f"  etcd writes per job: {(rev1 - rev0) / n:.2f} (revisions {rev1 - rev0})")
+    print(
+        "  CPU per job: "
+        + ", ".join(f"{name} {(cpu1[name] - cpu0[name]) / n * 1000:.2f} ms" for name in cpu0)
+    )
     print("reproduce: .venv/bin/python bench/throughput.py " + " ".join(sys.argv[1:]))
     return 0
 

@@ -16,14 +16,16 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from . import defaults
 from .errors import NotLeader, SessionLost, Unavailable
 from .etcd import (
     KV,
+    Compare,
     EtcdClient,
     Event,
+    Op,
     TxnResult,
     cmp_absent,
     cmp_created_at,
@@ -145,12 +147,12 @@ class Election:
 
     # ------------------------------------------------------------ while master
 
-    def guard(self) -> dict[str, Any]:
+    def guard(self) -> Compare:
         """The compare every master write must carry: closes the deposed-master race."""
         return cmp_created_at(self.key, self.create_revision)
 
     def fenced_txn(
-        self, success: list[dict[str, Any]], extra_compare: list[dict[str, Any]] | None = None
+        self, success: list[Op], extra_compare: list[Compare] | None = None
     ) -> TxnResult:
         """Run `success` only if we are still master; raise NotLeader otherwise.
 

@@ -1,33 +1,34 @@
 """The only module that talks to etcd. Everything else gets plain Python values from here.
 
-Built on etcd3gw (etcd's HTTP/JSON gRPC gateway; see docs/ETCD_CLIENT.md for why). What this
-adapter adds on top of it:
+Speaks etcd's v3 gRPC API directly (grpcio, with the generated messages of
+etcd-sdk-python; see docs/ETCD_CLIENT.md for why). What this adapter adds on top of it:
 
 * several endpoints: a request that cannot reach one member is retried on the next;
-* int revisions and bool txn results (etcd3gw hands back strings and omits `succeeded`);
-* errors translated once into picluster's own (`Unavailable`, `Indeterminate`);
-* a supervised watch (`Watch`) that survives server restarts and dead streams and resumes
-  from the last revision it delivered, which etcd3gw's own watch does not.
+* errors translated once into picluster's own (`Unavailable`, `Indeterminate`,
+  `ConfigError`, `PiclusterError`), including the "was my write applied?" question;
+* a supervised watch (`Watch`) that survives server restarts, paused members and dead
+  streams, and resumes from the last revision it delivered.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import logging
+import os
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from etcd3gw import exceptions as gw_errors
-from etcd3gw.client import Etcd3Client
+# grpc's C core logs to stderr on its own ("E1125 ... Corruption detected."); the CLI's
+# contract is one clear line per error, made from the error we raise.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc
+from pyetcd import etcdrpc  # generated etcd v3 API messages and stubs only
 
 from . import defaults
 from .errors import ConfigError, Indeterminate, PiclusterError, Unavailable
@@ -35,15 +36,15 @@ from .keys import prefix_end
 
 log = logging.getLogger(__name__)
 
+# Txn building blocks are etcd's own protobuf messages.
+Op = etcdrpc.RequestOp
+Compare = etcdrpc.Compare
 
-def _b64(data: str | bytes) -> str:
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return base64.b64encode(data).decode("ascii")
+_EVENT_TYPES = {0: "PUT", 1: "DELETE"}  # mvccpb.Event.EventType
 
 
-def _unb64(data: str | None) -> bytes:
-    return base64.b64decode(data) if data else b""
+def _bytes(data: str | bytes) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,14 @@ class KV:
     lease: int
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> KV:
+    def from_pb(cls, raw: Any) -> KV:
         return cls(
-            key=_unb64(raw.get("key")).decode("utf-8", errors="replace"),
-            value=_unb64(raw.get("value")),
-            create_revision=int(raw.get("create_revision", 0)),
-            mod_revision=int(raw.get("mod_revision", 0)),
-            version=int(raw.get("version", 0)),
-            lease=int(raw.get("lease", 0)),
+            key=raw.key.decode("utf-8", errors="replace"),
+            value=raw.value,
+            create_revision=raw.create_revision,
+            mod_revision=raw.mod_revision,
+            version=raw.version,
+            lease=raw.lease,
         )
 
     def json(self) -> Any:
@@ -93,55 +94,57 @@ class TxnResult:
 # Small named helpers so that every txn reads like the race it closes.
 
 
-def cmp_absent(key: str) -> dict[str, Any]:
+def cmp_absent(key: str) -> Compare:
     """The key does not exist (put-if-absent)."""
-    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+    return Compare(key=_bytes(key), target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
 
 
-def cmp_exists(key: str) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "CREATE", "result": "GREATER", "create_revision": "0"}
+def cmp_exists(key: str) -> Compare:
+    return Compare(
+        key=_bytes(key), target=Compare.CREATE, result=Compare.GREATER, create_revision=0
+    )
 
 
-def cmp_created_at(key: str, revision: int) -> dict[str, Any]:
+def cmp_created_at(key: str, revision: int) -> Compare:
     """The key exists and is the very incarnation created at `revision` (a fencing token)."""
-    return {
-        "key": _b64(key),
-        "target": "CREATE",
-        "result": "EQUAL",
-        "create_revision": str(revision),
-    }
+    return Compare(
+        key=_bytes(key), target=Compare.CREATE, result=Compare.EQUAL, create_revision=revision
+    )
 
 
-def cmp_modified_at(key: str, revision: int) -> dict[str, Any]:
+def cmp_modified_at(key: str, revision: int) -> Compare:
     """Nobody wrote the key since we read it at `revision`."""
-    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+    return Compare(key=_bytes(key), target=Compare.MOD, result=Compare.EQUAL, mod_revision=revision)
 
 
-def cmp_value(key: str, value: str | bytes) -> dict[str, Any]:
-    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+def cmp_value(key: str, value: str | bytes) -> Compare:
+    return Compare(key=_bytes(key), target=Compare.VALUE, result=Compare.EQUAL, value=_bytes(value))
 
 
-def op_put(key: str, value: str | bytes, lease: int = 0) -> dict[str, Any]:
-    req: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-    if lease:
-        req["lease"] = str(lease)
-    return {"request_put": req}
+def op_put(key: str, value: str | bytes, lease: int = 0) -> Op:
+    return Op(request_put=etcdrpc.PutRequest(key=_bytes(key), value=_bytes(value), lease=lease))
 
 
-def op_delete(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(key)}}
+def op_delete(key: str) -> Op:
+    return Op(request_delete_range=etcdrpc.DeleteRangeRequest(key=_bytes(key)))
 
 
-def op_delete_prefix(prefix: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
+def op_delete_prefix(prefix: str) -> Op:
+    return Op(
+        request_delete_range=etcdrpc.DeleteRangeRequest(
+            key=_bytes(prefix), range_end=_bytes(prefix_end(prefix))
+        )
+    )
 
 
-def op_get(key: str) -> dict[str, Any]:
-    return {"request_range": {"key": _b64(key)}}
+def op_get(key: str) -> Op:
+    return Op(request_range=etcdrpc.RangeRequest(key=_bytes(key)))
 
 
-def op_get_prefix(prefix: str) -> dict[str, Any]:
-    return {"request_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
+def op_get_prefix(prefix: str) -> Op:
+    return Op(
+        request_range=etcdrpc.RangeRequest(key=_bytes(prefix), range_end=_bytes(prefix_end(prefix)))
+    )
 
 
 # ---------------------------------------------------------------- the client
@@ -167,13 +170,69 @@ def _parse_endpoint(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-def _request_never_reached_server(exc: BaseException) -> bool:
-    """True when the failure happened while connecting, so a write was surely not applied."""
-    cause = exc.__context__ or exc
-    return isinstance(cause, requests.exceptions.ConnectTimeout) or (
-        isinstance(cause, requests.exceptions.ConnectionError)
-        and "NewConnectionError" in repr(cause)
+_CHANNEL_OPTIONS = [
+    # grpc honours http_proxy/grpc_proxy from the environment: cluster traffic never
+    # goes through a proxy.
+    ("grpc.enable_http_proxy", 0),
+    # A range over many job records can exceed the 4 MiB default.
+    ("grpc.max_receive_message_length", -1),
+    # After a member restarts, reconnect within a second (the default backoff grows to
+    # two minutes, and a single-endpoint client would be stuck that long).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Detect a dead peer under a long watch. etcd refuses pings more often than every 5 s
+    # and pings without an active call (`--grpc-keepalive-min-time`, its enforcement policy).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
+
+
+class _Member:
+    """One endpoint: its channel and the service stubs on it."""
+
+    def __init__(self, url: str, credentials: grpc.ChannelCredentials | None) -> None:
+        scheme, host, port = _parse_endpoint(url)
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if scheme == "https":
+            self.channel = grpc.secure_channel(
+                target, credentials or grpc.ssl_channel_credentials(), _CHANNEL_OPTIONS
+            )
+        else:
+            self.channel = grpc.insecure_channel(target, _CHANNEL_OPTIONS)
+        self.kv = etcdrpc.KVStub(self.channel)
+        self.lease = etcdrpc.LeaseStub(self.channel)
+        self.watch = etcdrpc.WatchStub(self.channel)
+        self.maintenance = etcdrpc.MaintenanceStub(self.channel)
+        self.cluster = etcdrpc.ClusterStub(self.channel)
+
+
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _never_sent(e: grpc.RpcError) -> bool:
+    """True when the call failed while connecting, so a write was surely not applied."""
+    details = e.details() or ""
+    return e.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details.lower() or "connection refused" in details.lower()
     )
+
+
+def _tls_failure(e: grpc.RpcError) -> str | None:
+    """A readable reason when the call failed in the TLS layer, else None."""
+    details = e.details() or ""
+    lowered = details.lower()
+    if "certificate_verify_failed" in lowered:
+        return "the server's certificate is not signed by the given CA (--cacert)"
+    if "tsi_data_corrupted" in lowered or "unwrap failed" in lowered:
+        # What a server that requires client certificates does to a client without one.
+        return "the server ended the TLS session: does it need a client certificate (--cert/--key)?"
+    for marker in ("handshake", "ssl_error", "tsi_", "certificate"):
+        at = lowered.find(marker)
+        if at >= 0:
+            return details[at:][:200]
+    return None
 
 
 class EtcdClient:
@@ -190,44 +249,35 @@ class EtcdClient:
         self.endpoints = list(endpoints)
         self.tls = tls or TLSFiles()
         self.timeout = timeout
-        self._check_tls_files()
-        self._clients = [self._make_client(url) for url in self.endpoints]
+        credentials = self._credentials()
+        self._members = [_Member(url, credentials) for url in self.endpoints]
         self._current = 0
         self._lock = threading.Lock()
 
-    def _check_tls_files(self) -> None:
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        contents: dict[str, bytes | None] = {}
         for label, path in (
             ("CA", self.tls.cacert),
             ("cert", self.tls.cert),
             ("key", self.tls.key),
         ):
             if path is None:
+                contents[label] = None
                 continue
             try:
-                with open(path, "rb"):
-                    pass
+                with open(path, "rb") as f:
+                    contents[label] = f.read()
             except OSError as e:
                 raise ConfigError(f"cannot read TLS {label} file {path}: {e.strerror}") from e
         if bool(self.tls.cert) != bool(self.tls.key):
             raise ConfigError("a client certificate needs both --cert and --key")
-
-    def _make_client(self, url: str) -> Etcd3Client:
-        scheme, host, port = _parse_endpoint(url)
-        client = Etcd3Client(
-            host=host,
-            port=port,
-            protocol=scheme,
-            ca_cert=self.tls.cacert,
-            cert_cert=self.tls.cert,
-            cert_key=self.tls.key,
-            timeout=self.timeout,
-            api_path="/v3/",  # etcd >= 3.4; skips a discovery round trip per endpoint
+        if not any(contents.values()):
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=contents["CA"],
+            private_key=contents["key"],
+            certificate_chain=contents["cert"],
         )
-        # Ignore the environment: REQUESTS_CA_BUNDLE would silently replace our CA (seen:
-        # "unable to get local issuer certificate"), and HTTP(S)_PROXY must never carry
-        # cluster traffic.
-        client.session.trust_env = False
-        return client
 
     @property
     def current_endpoint(self) -> str:
@@ -235,35 +285,35 @@ class EtcdClient:
 
     # ------------------------------------------------------------ transport
 
-    def _post(self, path: str, payload: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
-        """POST to the current endpoint; on connection trouble try the others once each."""
+    def _call(
+        self, service: str, method: str, request: Any, *, idempotent: bool, stream: bool = False
+    ) -> Any:
+        """Call the current endpoint; on connection trouble try the others once each.
+
+        `stream`: the method is a stream; send `request` alone and return the first answer.
+        """
         errors: list[str] = []
         start = self._current
-        for i in range(len(self._clients)):
-            index = (start + i) % len(self._clients)
-            client = self._clients[index]
+        for i in range(len(self._members)):
+            index = (start + i) % len(self._members)
+            stub = getattr(self._members[index], service)
             try:
-                result = client.post(client.get_url(path), data=json.dumps(payload))
-            except (gw_errors.ConnectionFailedError, gw_errors.ConnectionTimeoutError) as e:
-                if isinstance(e.__context__, requests.exceptions.SSLError):
-                    raise ConfigError(
-                        f"TLS failure talking to {self.endpoints[index]}: "
-                        f"{_tls_reason(e.__context__)}"
-                    ) from e
-                errors.append(f"{self.endpoints[index]}: {type(e).__name__}")
-                if not idempotent and not _request_never_reached_server(e):
+                if stream:
+                    call = getattr(stub, method)(iter([request]), timeout=self.timeout)
+                    result = next(call, None)
+                    call.cancel()
+                else:
+                    result = getattr(stub, method)(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                self._raise_if_fatal(e, index)
+                errors.append(f"{self.endpoints[index]}: {_short(e)}")
+                if not idempotent and not _never_sent(e):
                     self._rotate_from(index)
                     raise Indeterminate(
-                        f"etcd {self.endpoints[index]} failed mid-request; outcome unknown"
+                        f"etcd {self.endpoints[index]} failed mid-request ({_short(e)}); "
+                        "outcome unknown"
                     ) from e
                 continue
-            except gw_errors.Etcd3Exception as e:
-                detail = (e.detail_text or "").strip()
-                if "SSL" in detail or "certificate" in detail:
-                    raise ConfigError(f"TLS failure talking to etcd: {detail}") from e
-                raise PiclusterError(f"etcd refused the request: {_etcd_message(detail)}") from e
-            except requests.exceptions.SSLError as e:
-                raise ConfigError(f"TLS failure talking to {self.endpoints[index]}: {e}") from e
             if index != self._current:
                 log.warning("etcd: now using endpoint %s", self.endpoints[index])
                 with self._lock:
@@ -272,19 +322,26 @@ class EtcdClient:
         self._rotate_from(start)
         raise Unavailable("no etcd endpoint reachable (" + "; ".join(errors) + ")")
 
+    def _raise_if_fatal(self, e: grpc.RpcError, index: int) -> None:
+        """TLS trouble and refusals are not cured by another endpoint."""
+        reason = _tls_failure(e)
+        if reason is not None:
+            raise ConfigError(f"TLS failure talking to {self.endpoints[index]}: {reason}") from e
+        if e.code() not in _RETRYABLE:
+            raise PiclusterError(f"etcd refused the request: {e.details()}") from e
+
     def _rotate_from(self, index: int) -> None:
         with self._lock:
-            if self._current != index or len(self._clients) == 1:
+            if self._current != index or len(self._members) == 1:
                 return
-            self._current = (index + 1) % len(self._clients)
+            self._current = (index + 1) % len(self._members)
             log.warning("etcd: now using endpoint %s", self.endpoints[self._current])
 
     # ------------------------------------------------------------ KV
 
     def get(self, key: str) -> KV | None:
-        res = self._post("/kv/range", {"key": _b64(key)}, idempotent=True)
-        kvs = res.get("kvs") or []
-        return KV.from_json(kvs[0]) if kvs else None
+        res = self._call("kv", "Range", etcdrpc.RangeRequest(key=_bytes(key)), idempotent=True)
+        return KV.from_pb(res.kvs[0]) if res.kvs else None
 
     def get_prefix(
         self,
@@ -298,96 +355,113 @@ class EtcdClient:
         revision: int = 0,
     ) -> tuple[list[KV], int]:
         """All KVs under `prefix` and the store revision they were read at."""
-        payload: dict[str, Any] = {
-            "key": _b64(prefix),
-            "range_end": _b64(prefix_end(prefix)),
-            "sort_target": sort_target,
-            "sort_order": sort_order,
-        }
-        if limit:
-            payload["limit"] = str(limit)
-        if keys_only:
-            payload["keys_only"] = True
-        if max_create_revision:
-            payload["max_create_revision"] = str(max_create_revision)
-        if revision:
-            payload["revision"] = str(revision)
-        res = self._post("/kv/range", payload, idempotent=True)
-        kvs = [KV.from_json(kv) for kv in res.get("kvs") or []]
-        return kvs, int(res["header"]["revision"])
+        request = etcdrpc.RangeRequest(
+            key=_bytes(prefix),
+            range_end=_bytes(prefix_end(prefix)),
+            sort_target=etcdrpc.RangeRequest.SortTarget.Value(sort_target),
+            sort_order=etcdrpc.RangeRequest.SortOrder.Value(sort_order),
+            limit=limit,
+            keys_only=keys_only,
+            max_create_revision=max_create_revision,
+            revision=revision,
+        )
+        res = self._call("kv", "Range", request, idempotent=True)
+        return [KV.from_pb(kv) for kv in res.kvs], res.header.revision
 
     def count_prefix(self, prefix: str) -> int:
-        payload = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)), "count_only": True}
-        res = self._post("/kv/range", payload, idempotent=True)
-        return int(res.get("count", 0))
+        request = etcdrpc.RangeRequest(
+            key=_bytes(prefix), range_end=_bytes(prefix_end(prefix)), count_only=True
+        )
+        return int(self._call("kv", "Range", request, idempotent=True).count)
 
     def put(self, key: str, value: str | bytes, lease: int = 0) -> int:
-        payload: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
-        if lease:
-            payload["lease"] = str(lease)
-        res = self._post("/kv/put", payload, idempotent=False)
-        return int(res["header"]["revision"])
+        request = etcdrpc.PutRequest(key=_bytes(key), value=_bytes(value), lease=lease)
+        return int(self._call("kv", "Put", request, idempotent=False).header.revision)
 
     def delete(self, key: str) -> int:
-        res = self._post("/kv/deleterange", {"key": _b64(key)}, idempotent=False)
-        return int(res.get("deleted", 0))
+        request = etcdrpc.DeleteRangeRequest(key=_bytes(key))
+        return int(self._call("kv", "DeleteRange", request, idempotent=False).deleted)
 
     def delete_prefix(self, prefix: str) -> int:
-        payload = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        res = self._post("/kv/deleterange", payload, idempotent=False)
-        return int(res.get("deleted", 0))
+        request = etcdrpc.DeleteRangeRequest(
+            key=_bytes(prefix), range_end=_bytes(prefix_end(prefix))
+        )
+        return int(self._call("kv", "DeleteRange", request, idempotent=False).deleted)
 
     def txn(
         self,
-        compare: Iterable[dict[str, Any]],
-        success: Iterable[dict[str, Any]],
-        failure: Iterable[dict[str, Any]] = (),
+        compare: Iterable[Compare],
+        success: Iterable[Op],
+        failure: Iterable[Op] = (),
     ) -> TxnResult:
-        payload = {"compare": list(compare), "success": list(success), "failure": list(failure)}
-        res = self._post("/kv/txn", payload, idempotent=False)
+        request = etcdrpc.TxnRequest(compare=compare, success=success, failure=failure)
+        res = self._call("kv", "Txn", request, idempotent=False)
         ranges = [
-            [KV.from_json(kv) for kv in (r.get("response_range") or {}).get("kvs") or []]
-            for r in res.get("responses") or []
+            [KV.from_pb(kv) for kv in r.response_range.kvs]
+            if r.WhichOneof("response") == "response_range"
+            else []
+            for r in res.responses
         ]
-        return TxnResult(
-            succeeded=bool(res.get("succeeded", False)),
-            revision=int(res["header"]["revision"]),
-            ranges=ranges,
-        )
+        return TxnResult(succeeded=res.succeeded, revision=res.header.revision, ranges=ranges)
+
+    def compact(self, revision: int, physical: bool = True) -> None:
+        """Drop history before `revision` (what etcd's auto-compaction does on a schedule)."""
+        request = etcdrpc.CompactionRequest(revision=revision, physical=physical)
+        self._call("kv", "Compact", request, idempotent=True)
 
     # ------------------------------------------------------------ leases
 
     def grant(self, ttl: int) -> tuple[int, int]:
         """A new lease: (id, granted ttl). A lost grant reply only leaks a lease until its TTL."""
-        res = self._post("/lease/grant", {"TTL": str(ttl), "ID": "0"}, idempotent=True)
-        if res.get("error"):
-            raise PiclusterError(f"etcd refused the lease: {res['error']}")
-        return int(res["ID"]), int(res["TTL"])
+        res = self._call("lease", "LeaseGrant", etcdrpc.LeaseGrantRequest(TTL=ttl), idempotent=True)
+        if res.error:
+            raise PiclusterError(f"etcd refused the lease: {res.error}")
+        return res.ID, res.TTL
 
     def keepalive(self, lease_id: int) -> int:
         """Renew once; returns the remaining TTL, or <= 0 when the lease is gone."""
-        res = self._post("/lease/keepalive", {"ID": str(lease_id)}, idempotent=True)
-        return int((res.get("result") or {}).get("TTL", -1))
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
+        res = self._call("lease", "LeaseKeepAlive", request, idempotent=True, stream=True)
+        return int(res.TTL) if res is not None else -1
 
     def revoke(self, lease_id: int) -> None:
         try:
-            self._post("/kv/lease/revoke", {"ID": str(lease_id)}, idempotent=True)
+            self._call(
+                "lease", "LeaseRevoke", etcdrpc.LeaseRevokeRequest(ID=lease_id), idempotent=True
+            )
         except PiclusterError as e:
             if "not found" not in str(e):
                 raise
 
     def time_to_live(self, lease_id: int) -> int:
-        """Seconds left (0 in the last second: the gateway omits zero), -1 once expired."""
-        res = self._post("/kv/lease/timetolive", {"ID": str(lease_id)}, idempotent=True)
-        return int(res.get("TTL", 0))
+        """Seconds left (0 in its last second), -1 once expired."""
+        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
+        return int(self._call("lease", "LeaseTimeToLive", request, idempotent=True).TTL)
 
     # ------------------------------------------------------------ cluster
 
     def status(self) -> dict[str, Any]:
-        return self._post("/maintenance/status", {}, idempotent=True)
+        """The answering member's status: header (member_id, revision), leader, version."""
+        res = self._call("maintenance", "Status", etcdrpc.StatusRequest(), idempotent=True)
+        return {
+            "header": {"member_id": res.header.member_id, "revision": res.header.revision},
+            "leader": res.leader,
+            "version": res.version,
+            "db_size": res.dbSize,
+            "raft_index": res.raftIndex,
+        }
 
     def members(self) -> list[dict[str, Any]]:
-        return list(self._post("/cluster/member/list", {}, idempotent=True).get("members", []))
+        res = self._call("cluster", "MemberList", etcdrpc.MemberListRequest(), idempotent=True)
+        return [
+            {
+                "ID": m.ID,
+                "name": m.name,
+                "peerURLs": list(m.peerURLs),
+                "clientURLs": list(m.clientURLs),
+            }
+            for m in res.members
+        ]
 
     def watch(
         self,
@@ -418,25 +492,12 @@ class EtcdClient:
         )
 
     def close(self) -> None:
-        for client in self._clients:
-            client.session.close()
+        for member in self._members:
+            member.channel.close()
 
 
-def _tls_reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("certificate verify failed", "CERTIFICATE", "alert", "SSL:"):
-        at = text.find(marker)
-        if at >= 0:
-            return text[at:].split("(_ssl")[0].rstrip(" )'\"")
-    return text[:200]
-
-
-def _etcd_message(detail: str) -> str:
-    try:
-        body = json.loads(detail)
-        return str(body.get("message") or body.get("error") or detail)
-    except (ValueError, AttributeError):
-        return detail or "unknown error"
+def _short(e: grpc.RpcError) -> str:
+    return f"{e.code().name}: {(e.details() or '')[:160]}"
 
 
 class WatchCompacted(PiclusterError):
@@ -452,11 +513,11 @@ class Watch:
 
     `on_events(events, revision)` is called from the watch thread, in order, with every
     event exactly once, and also with an empty list on progress notifications, so that
-    `revision` (everything up to it was delivered) keeps moving. A stream that stays silent
-    longer than `defaults.WATCH_IDLE_TIMEOUT` is treated as dead and re-created: this is
-    the failure mode where etcd restarts and the HTTP stream hangs without an error.
-    If the resume revision was compacted, `on_compacted(exc)` runs (if given) and the watch
-    stops; the owner re-reads and starts a new one.
+    `revision` (everything up to it was delivered) keeps moving. A stream is probed with a
+    progress request when it has been quiet for a third of `idle_timeout`, and re-created
+    when it stays silent for `idle_timeout`: this is how a paused or cut-off member is
+    noticed. If the resume revision was compacted, `on_compacted(exc)` runs (if given) and
+    the watch stops; the owner re-reads and starts a new one.
     """
 
     def __init__(
@@ -475,7 +536,8 @@ class Watch:
     ) -> None:
         if only not in (None, "PUT", "DELETE"):
             raise ValueError(f"only must be PUT or DELETE, not {only!r}")
-        self._filters = {"PUT": ["NODELETE"], "DELETE": ["NOPUT"], None: []}[only]
+        no_put, no_delete = etcdrpc.WatchCreateRequest.NOPUT, etcdrpc.WatchCreateRequest.NODELETE
+        self._filters = {"PUT": [no_delete], "DELETE": [no_put], None: []}[only]
         self._client = client
         self._key = key
         self._on_events = on_events
@@ -485,7 +547,8 @@ class Watch:
         self._prev_kv = prev_kv
         self._idle_timeout = idle_timeout
         self._stopped = threading.Event()
-        self._response: requests.Response | None = None
+        self._call: Any = None
+        self._last_heard = time.monotonic()
         self.reconnects = 0
         self.created = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -493,9 +556,9 @@ class Watch:
 
     def stop(self) -> None:
         self._stopped.set()
-        response = self._response
-        if response is not None:
-            _interrupt(response)
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -518,11 +581,12 @@ class Watch:
             except Exception as e:  # the stream may die in many ways; all mean "reconnect"
                 if self._stopped.is_set():
                     return
+                reason = _short(e) if isinstance(e, grpc.RpcError) else type(e).__name__
                 log.warning(
                     "%s: stream to %s lost (%s); resuming at revision %d",
                     self._thread.name,
                     self._client.current_endpoint,
-                    type(e).__name__,
+                    reason,
                     self.next_revision,
                 )
                 self._client._rotate_from(self._client._current)
@@ -530,61 +594,78 @@ class Watch:
                 backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
                 self.reconnects += 1
 
+    def _requests(self, create: Any, done: threading.Event) -> Iterator[Any]:
+        """The client half of the stream: the create request, then liveness probes.
+
+        grpc runs this in its own thread. A stream silent for `idle_timeout` is cancelled,
+        which ends the read loop with an error and so reconnects.
+        """
+        yield etcdrpc.WatchRequest(create_request=create)
+        probe = etcdrpc.WatchRequest(progress_request=etcdrpc.WatchProgressRequest())
+        tick = self._idle_timeout / 3
+        while not done.wait(tick):
+            silent = time.monotonic() - self._last_heard
+            if silent >= self._idle_timeout:
+                log.warning("%s: no word from etcd for %.0f s", self._thread.name, silent)
+                call = self._call
+                if call is not None:
+                    call.cancel()
+                return
+            if silent >= tick:
+                yield probe
+
     def _stream_once(self) -> None:
-        create: dict[str, Any] = {
-            "key": _b64(self._key),
-            "start_revision": str(self.next_revision),
-            "progress_notify": True,
-            "prev_kv": self._prev_kv,
-        }
-        if self._is_prefix:
-            create["range_end"] = _b64(prefix_end(self._key))
-        if self._filters:
-            create["filters"] = self._filters
-        index = self._client._current
-        gw = self._client._clients[index]
-        response = gw.session.post(
-            gw.get_url("/watch"),
-            data=json.dumps({"create_request": create}),
-            stream=True,
-            timeout=(self._client.timeout, self._idle_timeout),
+        create = etcdrpc.WatchCreateRequest(
+            key=_bytes(self._key),
+            range_end=_bytes(prefix_end(self._key)) if self._is_prefix else b"",
+            start_revision=self.next_revision,
+            progress_notify=True,
+            prev_kv=self._prev_kv,
+            filters=self._filters,
         )
-        self._response = response
+        member = self._client._members[self._client._current]
+        done = threading.Event()
+        self._last_heard = time.monotonic()
+        call = member.watch.Watch(self._requests(create, done))
+        self._call = call
         try:
-            if response.status_code != 200:
-                raise ConnectionError(f"watch refused: HTTP {response.status_code}")
-            for line in response.iter_lines(chunk_size=None):
+            if self._stopped.is_set():
+                return
+            for response in call:
+                self._last_heard = time.monotonic()
                 if self._stopped.is_set():
                     return
-                if not line.strip():
-                    continue
-                self._handle(json.loads(line))
+                self._handle(response)
             if not self._stopped.is_set():
                 raise ConnectionError("watch stream ended")
+        except grpc.RpcError as e:
+            if self._stopped.is_set():
+                return
+            reason = _tls_failure(e)
+            if reason is not None:
+                log.error("%s: TLS failure: %s", self._thread.name, reason)
+            raise
         finally:
-            response.close()
-            self._response = None
+            done.set()
+            call.cancel()
+            self._call = None
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        if "error" in message:
-            raise ConnectionError(f"watch error: {message['error']}")
-        result = message.get("result") or {}
-        compact = int(result.get("compact_revision", 0))
-        if compact:
-            raise WatchCompacted(compact)
-        if result.get("canceled"):
-            raise ConnectionError(f"watch canceled: {result.get('cancel_reason', '')}")
-        header_rev = int((result.get("header") or {}).get("revision", 0))
-        if result.get("created"):
+    def _handle(self, response: Any) -> None:
+        if response.compact_revision:
+            raise WatchCompacted(response.compact_revision)
+        if response.canceled:
+            raise ConnectionError(f"watch canceled: {response.cancel_reason}")
+        header_rev = response.header.revision
+        if response.created:
             self.created.set()
             return
         events = [
             Event(
-                type=raw.get("type", "PUT"),
-                kv=KV.from_json(raw["kv"]),
-                prev_kv=KV.from_json(raw["prev_kv"]) if raw.get("prev_kv") else None,
+                type=_EVENT_TYPES.get(raw.type, "PUT"),
+                kv=KV.from_pb(raw.kv),
+                prev_kv=KV.from_pb(raw.prev_kv) if raw.HasField("prev_kv") else None,
             )
-            for raw in result.get("events") or []
+            for raw in response.events
         ]
         # Duplicates can arrive after a reconnect if the server replays; drop them.
         events = [e for e in events if e.revision >= self.next_revision]
@@ -596,23 +677,6 @@ class Watch:
             # A progress notification: every event up to header_rev was delivered.
             self._on_events([], header_rev)
             self.next_revision = header_rev + 1
-
-
-def _interrupt(response: requests.Response) -> None:
-    """Wake a thread blocked reading `response` from another thread.
-
-    Closing the response here would block on the reader's buffer lock (seen: stop() hung
-    until the next byte arrived); shutting the socket down makes the blocked read return.
-    """
-    try:
-        response.raw.shutdown()  # urllib3 >= 2.3 offers exactly this
-        return
-    except (AttributeError, ValueError, RuntimeError, OSError):
-        pass
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def wait_until_reachable(client: EtcdClient, deadline: float) -> None:

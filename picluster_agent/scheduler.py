@@ -18,15 +18,16 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import AgentConfig
 from .election import Election
 from .errors import NotLeader, PiclusterError, Unavailable
 from .etcd import (
     KV,
+    Compare,
     EtcdClient,
     Event,
+    Op,
     cmp_absent,
     cmp_created_at,
     cmp_modified_at,
@@ -603,8 +604,8 @@ class Scheduler:
         return record, compares, ops
 
     def _commit(self, batch: list[tuple[Pending, NodeSlots]], now: float) -> None:
-        compares: list[dict[str, Any]] = []
-        ops: list[dict[str, Any]] = []
+        compares: list[Compare] = []
+        ops: list[Op] = []
         records = []
         for p, node in batch:
             record, c, o = self._assignment(p, node, now)
@@ -685,7 +686,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ fenced writes
 
-    def _fenced_txn(self, ops: list[dict[str, Any]], compares: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    def _fenced_txn(self, ops: list[Op], compares: list[Compare]):  # type: ignore[no-untyped-def]
         try:
             return self.election.fenced_txn(ops, extra_compare=compares)
         except NotLeader:
@@ -696,6 +697,6 @@ class Scheduler:
             log.error("scheduler write failed: %s", e)
             return None
 
-    def _fenced(self, ops: list[dict[str, Any]], compares: list[dict[str, Any]]) -> bool:
+    def _fenced(self, ops: list[Op], compares: list[Compare]) -> bool:
         res = self._fenced_txn(ops, compares)
         return res is not None and res.succeeded

@@ -26,7 +26,7 @@ from . import defaults
 from .agent import WorkerDuty
 from .config import AgentConfig
 from .errors import PiclusterError, Unavailable
-from .etcd import KV, EtcdClient, Event, cmp_created_at, op_delete, op_put
+from .etcd import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
 from .jobs import JobRecord, JobResult, JobState
 from .keys import Keys
 from .runner import JobProcess, Outcome
@@ -62,23 +62,19 @@ class Report:
     result: JobResult | None = None  # None: a "running" mark
     extra_deletes: list[str] = field(default_factory=list)
 
-    _ops: list[dict] | None = field(default=None, repr=False)
+    _ops: list[Op] | None = field(default=None, repr=False)
     _size: int = 0
 
-    def ops(self, keys: Keys) -> list[dict]:
+    def ops(self, keys: Keys) -> list[Op]:
         """The txn operations, encoded once (a report may be sent in a batch, then alone)."""
         if self._ops is None:
             record = self.record.to_json()
             ops = [op_put(keys.job(self.record.id), record)]
-            size = len(record)
             if self.result is not None:
-                result = self.result.to_json()
-                size += len(result)
-                ops.append(op_put(keys.result(self.record.id), result))
+                ops.append(op_put(keys.result(self.record.id), self.result.to_json()))
                 ops.append(op_delete(self.job.assign_key))
                 ops.extend(op_delete(k) for k in self.extra_deletes)
-            # Values travel base64-encoded: 4 bytes for every 3.
-            self._ops, self._size = ops, size * 4 // 3 + 512
+            self._ops, self._size = ops, sum(op.ByteSize() for op in ops) + 16
         return self._ops
 
     def size(self, keys: Keys) -> int:

@@ -142,7 +142,7 @@ def test_watch_reports_compaction(etcd1):
     client = etcd1.client()
     first = client.put("/k/a", "1")
     last = client.put("/k/a", "2")
-    client._post("/kv/compaction", {"revision": str(last), "physical": True}, idempotent=True)
+    client.compact(last)
     seen: list[WatchCompacted] = []
     watch = Watch(client, "/k/", Collector(), start_revision=first, on_compacted=seen.append)
     wait_for(lambda: seen, 5, what="compaction reported")

@@ -101,7 +101,7 @@ def test_watches_that_fall_behind_compaction_resync(agents3):
     for i in range(5):
         client.etcd.put(f"{agents3.prefix}-noise/{i}", "x")
     _, rev = client.etcd.get_prefix(agents3.keys.queue_dir)
-    client.etcd._post("/kv/compaction", {"revision": str(rev), "physical": True}, idempotent=True)
+    client.etcd.compact(rev)
     cluster.members[0].start()
 
     status = client.wait([job.id], timeout=60)[job.id]
