@@ -138,6 +138,12 @@ class Scheduler:
         self.nodes: dict[str, NodeSlots] = {}
         self.drained: set[str] = set()
         self.pending: dict[str, Pending] = {}
+        # Heaps over `pending` (entries go stale when a job leaves `pending`; skipped when
+        # popped): jobs that may start now by (priority, FIFO), and jobs with a start time
+        # still ahead by that time. A step then costs what it assigns, not the backlog's size.
+        self._ready: list[tuple[tuple[int, int], int, Pending]] = []
+        self._later: list[tuple[float, int, Pending]] = []
+        self._pushes = 0
         self.running: dict[str, Placed] = {}
         self.cancels: set[str] = set()
         self.finished: deque[tuple[float, str]] = deque()
@@ -213,9 +219,10 @@ class Scheduler:
     def _wait_time(self) -> float:
         now = time.time()
         waits = [IDLE_WAKEUP, max(0.0, self._next_gc - time.monotonic())]
-        future = [p.not_before - now for p in self.pending.values() if p.not_before > now]
-        if future:
-            waits.append(min(future))
+        while self._later and not self._is_current(self._later[0][2]):
+            heapq.heappop(self._later)
+        if self._later:
+            waits.append(self._later[0][0] - now)
         return max(0.0, min(waits))
 
     # ------------------------------------------------------------ loading state
@@ -289,9 +296,20 @@ class Scheduler:
         except SpecError as e:
             log.error("job %s has an invalid stored spec: %s", record.id, e)
             return
-        self.pending[record.id] = Pending(
-            record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record
+        self._add_pending(
+            Pending(record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record)
         )
+
+    def _add_pending(self, p: Pending) -> None:
+        self.pending[p.id] = p
+        self._pushes += 1
+        if p.not_before > time.time():
+            heapq.heappush(self._later, (p.not_before, self._pushes, p))
+        else:
+            heapq.heappush(self._ready, (p.order(), self._pushes, p))
+
+    def _is_current(self, p: Pending) -> bool:
+        return self.pending.get(p.id) is p
 
     # ------------------------------------------------------------ events
 
@@ -370,9 +388,7 @@ class Scheduler:
             except SpecError as e:
                 rejects.append((kv, str(e)))
                 continue
-            self.pending[job_id] = Pending(
-                job_id, spec, kv.key, kv.mod_revision, kv.create_revision
-            )
+            self._add_pending(Pending(job_id, spec, kv.key, kv.mod_revision, kv.create_revision))
         for kv, reason in rejects:
             self._reject(kv, reason)
 
@@ -546,28 +562,41 @@ class Scheduler:
         if not self.pending:
             return
         now = time.time()
+        while self._later and self._later[0][0] <= now:
+            _, n, p = heapq.heappop(self._later)
+            if self._is_current(p):
+                heapq.heappush(self._ready, (p.order(), n, p))
         candidates = [n for n in self.nodes.values() if not n.drained and n.used_slots < n.capacity]
         if not candidates:
             return
-        ready = [(p.order(), p.id) for p in self.pending.values() if p.not_before <= now]
-        heapq.heapify(ready)
         batch: list[tuple[Pending, NodeSlots]] = []
-        while ready and candidates:
-            _, job_id = heapq.heappop(ready)
-            p = self.pending[job_id]
-            node = self._pick(p.spec, candidates)
-            if node is None:
-                continue
-            node.used_slots += p.spec.slots
-            node.used_memory += p.spec.memory_mb or 0
-            batch.append((p, node))
-            if node.used_slots >= node.capacity:
-                candidates = [n for n in candidates if n.used_slots < n.capacity]
-            if len(batch) >= ASSIGN_BATCH:
+        taken: list[tuple[tuple[int, int], int, Pending]] = []
+        try:
+            while self._ready and candidates:
+                entry = heapq.heappop(self._ready)
+                p = entry[2]
+                if not self._is_current(p):
+                    continue
+                taken.append(entry)
+                node = self._pick(p.spec, candidates)
+                if node is None:
+                    continue
+                node.used_slots += p.spec.slots
+                node.used_memory += p.spec.memory_mb or 0
+                batch.append((p, node))
+                if node.used_slots >= node.capacity:
+                    candidates = [n for n in candidates if n.used_slots < n.capacity]
+                if len(batch) >= ASSIGN_BATCH:
+                    self._commit(batch, now)
+                    batch = []
+            if batch:
                 self._commit(batch, now)
-                batch = []
-        if batch:
-            self._commit(batch, now)
+        finally:
+            # Whatever is still pending (no node fits it, or its assignment was refused or
+            # failed) goes back into the queue; assigned jobs have left `pending`.
+            for entry in taken:
+                if self._is_current(entry[2]):
+                    heapq.heappush(self._ready, entry)
 
     @staticmethod
     def _pick(spec: JobSpec, candidates: Iterable[NodeSlots]) -> NodeSlots | None:
