@@ -41,6 +41,35 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(int(c)) for c in children)
 
 
+def txn_breakdown(client: Client, keys: Keys, rev0: int, rev1: int) -> dict[str, int]:
+    """Each etcd revision of the run is one write (txn or put): name it by what it touched."""
+    kinds: dict[int, set[str]] = {}
+    done = threading.Event()
+
+    def on_events(events, revision: int) -> None:  # type: ignore[no-untyped-def]
+        for e in events:
+            part = e.kv.key[len(keys.prefix) + 1 :].split("/", 1)[0]
+            kinds.setdefault(e.revision, set()).add(f"{part} {e.type.lower()}")
+        if revision >= rev1:
+            done.set()
+
+    watch = client.etcd.watch(keys.prefix + "/", on_events, start_revision=rev0 + 1)
+    done.wait(30)
+    watch.stop()
+    names = {
+        "submission": {"queue put"},
+        "assignment": {"assign put"},
+        "result": {"results put"},
+        "cleanup": {"jobs delete"},
+    }
+    counts: dict[str, int] = {}
+    for touched in kinds.values():
+        label = next((n for n, marks in names.items() if marks & touched), None)
+        label = label or ("running mark" if touched == {"jobs put"} else ", ".join(sorted(touched)))
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -120,6 +149,7 @@ def main() -> int:
         t_end = max(s.record.finished_at for s in statuses.values())
         _, rev1 = client.etcd.get_prefix(keys.leader)
         cpu1 = cpu_now()
+        writes = txn_breakdown(client, keys, rev0, rev1)
     finally:
         for a in agents:
             a.terminate()
@@ -140,6 +170,12 @@ def main() -> int:
         f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
     )
     print(f"  etcd writes per job: {(rev1 - rev0) / n:.2f} (revisions {rev1 - rev0})")
+    print(
+        "  writes by kind (jobs per write): "
+        + ", ".join(
+            f"{k} {v} ({n / v:.1f})" for k, v in sorted(writes.items(), key=lambda kv: -kv[1])
+        )
+    )
     print(
         "  CPU per job: "
         + ", ".join(f"{name} {(cpu1[name] - cpu0[name]) / n * 1000:.2f} ms" for name in cpu0)

@@ -43,6 +43,9 @@ MAX_TXN_BYTES = 1024 * 1024
 RUNNING_MARK_DELAY = 0.5
 REPORTS_IN_FLIGHT = 2
 COALESCE = 0.003
+# Report txns leave at most this often: under load each carries more results (etcd's cost
+# is mostly per txn), while a lone result on a quiet node still goes out within COALESCE.
+MIN_REPORT_INTERVAL = 0.05
 
 
 @dataclass
@@ -102,6 +105,7 @@ class Worker:
         self.reports: queue.Queue[Report] = queue.Queue()
         self.marks: dict[str, tuple[float, Report]] = {}  # job id -> (due, running mark)
         self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
+        self._last_report = 0.0
         self.abandoned = threading.Event()
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
@@ -350,7 +354,10 @@ class Worker:
             batch: list[Report] = []
             try:
                 batch.append(self.reports.get(timeout=self._next_mark_in()))
-                time.sleep(COALESCE)  # results of jobs ending together share one txn
+                # Results of jobs ending together share one txn.
+                time.sleep(
+                    max(COALESCE, self._last_report + MIN_REPORT_INTERVAL - time.monotonic())
+                )
             except queue.Empty:
                 if self.abandoned.is_set() or (self.stop.is_set() and not self._busy()):
                     return
@@ -365,6 +372,7 @@ class Worker:
                 # txn. Safe in any order: a mark that lands after its result is refused by
                 # the same assignment compare that fences stale results.
                 self._in_flight.acquire()
+                self._last_report = time.monotonic()
                 threading.Thread(target=self._send_and_release, args=(batch,), daemon=True).start()
 
     def _send_and_release(self, batch: list[Report]) -> None:
