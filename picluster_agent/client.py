@@ -24,7 +24,7 @@ from .config import Connection, build_connection, default_config_path, load_file
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
 from .etcd import EtcdClient, Event, TLSFiles, cmp_absent, op_get, op_put
 from .ids import new_job_id
-from .jobs import JobRecord, JobResult, JobState
+from .jobs import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
 from .keys import Keys, validate_job_id, validate_node_name
 from .registry import NodeInfo
 from .spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches, parse_spec
@@ -311,7 +311,7 @@ class Client:
         def on_events(events: list[Event], _rev: int) -> None:
             for e in events:
                 job_id = Keys.last_segment(e.kv.key)
-                if e.type != "PUT" or job_id not in wanted:
+                if job_id not in wanted or not any(m in e.kv.value for m in FINAL_STATE_MARKS):
                     continue
                 record = JobRecord.from_json(e.kv.value)
                 if record.state.final:
@@ -339,6 +339,7 @@ class Client:
             on_events,
             start_revision=rev + 1,
             on_compacted=lambda _e: (compacted.set(), changed.set()),
+            only="PUT",
         )
         try:
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -42,6 +42,9 @@ class JobState(enum.StrEnum):
 FINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED}
 )
+# How a final state appears in a stored record (`JobRecord.to_json` writes compact JSON):
+# a record without any of these is not final, and need not be parsed to know it.
+FINAL_STATE_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in FINAL_STATES)
 
 # A node that dies mid-job is not the job's fault: such re-runs don't use up max_attempts,
 # but a job that keeps killing its nodes is stopped after this many losses.

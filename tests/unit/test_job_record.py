@@ -1,0 +1,18 @@
+"""Job records: what readers may rely on without parsing a record."""
+
+from __future__ import annotations
+
+import pytest
+
+from picluster_agent.jobs import FINAL_STATE_MARKS, JobRecord, JobState
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_a_stored_record_shows_whether_it_is_final_without_parsing(state):
+    # A label named "state" must not make a running job look final, nor hide a final one.
+    record = JobRecord(
+        id="j1", spec={"command": ["true"], "labels": {"state": "x"}}, state=state, seq=1
+    )
+    stored = record.to_json().encode()
+    assert any(mark in stored for mark in FINAL_STATE_MARKS) == state.final
+    assert JobRecord.from_json(stored).state is state
