@@ -44,7 +44,8 @@ RUNNING_MARK_DELAY = 0.5
 REPORTS_IN_FLIGHT = 2
 COALESCE = 0.003
 # Report txns leave at most this often: under load each carries more results (etcd's cost
-# is mostly per txn), while a lone result on a quiet node still goes out within COALESCE.
+# is mostly per txn). A result waits at most this long, and only on a busy node; the next
+# job's start does not wait for it (the node's own slot is free already).
 MIN_REPORT_INTERVAL = 0.05
 
 
