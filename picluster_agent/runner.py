@@ -71,6 +71,11 @@ class Outcome:
         return self.exit_code == 0 and self.error is None and not self.timed_out
 
 
+# A change to the job user (uid, groups) reaches new jobs within this many seconds.
+IDENTITY_TTL = 30.0
+_identities: dict[tuple[str | None, int], tuple[float, Any]] = {}
+
+
 class JobProcess:
     """One attempt of one job. Thread-safe: start, stop and wait may come from any thread."""
 
@@ -205,7 +210,21 @@ class JobProcess:
         }
 
     def _identity(self) -> tuple[int | None, int | None, list[int] | None, str, str]:
-        """(uid, gid, groups, user name, home) to run as; ids are None for "as the agent"."""
+        """(uid, gid, groups, user name, home) to run as; ids are None for "as the agent".
+
+        Looked up at most every IDENTITY_TTL seconds per user: the lookups (the user
+        database, the group list) cost more than the rest of a job's start.
+        """
+        key = (self.run_as, os.geteuid())
+        cached = _identities.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < IDENTITY_TTL:
+            return cached[1]
+        identity = self._look_up_identity()
+        _identities[key] = (now, identity)
+        return identity
+
+    def _look_up_identity(self) -> tuple[int | None, int | None, list[int] | None, str, str]:
         if self.run_as is None:
             try:
                 pw = pwd.getpwuid(os.geteuid())
@@ -228,11 +247,16 @@ class JobProcess:
         return pw.pw_uid, pw.pw_gid, groups, pw.pw_name, pw.pw_dir
 
     def _make_files(self, uid: int | None, gid: int | None) -> None:
-        for d in (self.data_dir, self.data_dir / "jobs", self.attempt_dir.parent):
-            d.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if self.attempt_dir.exists():  # leftovers of an earlier run of this same attempt
+        try:
+            self.attempt_dir.parent.mkdir(mode=0o755, exist_ok=True)
+        except FileNotFoundError:  # the first job, or the data dir was removed
+            for d in (self.data_dir, self.data_dir / "jobs", self.attempt_dir.parent):
+                d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            self.attempt_dir.mkdir(mode=0o755)
+        except FileExistsError:  # leftovers of an earlier run of this same attempt
             shutil.rmtree(self.attempt_dir)
-        self.attempt_dir.mkdir(mode=0o755)
+            self.attempt_dir.mkdir(mode=0o755)
         os.chmod(self.attempt_dir, 0o755)
         paths = [self.stdout_path, self.stderr_path]
         for path in paths:

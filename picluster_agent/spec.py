@@ -78,9 +78,19 @@ class JobSpec:
     def __post_init__(self) -> None:
         for name, value in _checked(self).items():
             object.__setattr__(self, name, value)
-        size = len(self.to_json().encode("utf-8"))
+        # The canonical JSON is made once: it is checked for size here and is what to_json
+        # returns (a spec is encoded again and again on its way through the cluster).
+        canonical = json.dumps(
+            self.to_dict(),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        size = len(canonical.encode("utf-8"))
         if size > MAX_SPEC_BYTES:
             raise SpecError(_oversize(size))
+        object.__setattr__(self, "_canonical", canonical)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: every field, command as a list (argv) or a string."""
@@ -93,13 +103,7 @@ class JobSpec:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, compact, UTF-8 text. `parse_spec` reads it back equal."""
-        return json.dumps(
-            self.to_dict(),
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        return self._canonical  # type: ignore[attr-defined, no-any-return]
 
     def argv(self) -> list[str]:
         """The argv to execute: the list itself, or `/bin/sh -c <string>` in shell mode."""
@@ -455,6 +459,7 @@ def _text(value: str, where: str) -> None:
 
 
 def _decode(raw: bytes | bytearray | str) -> Any:
+    """JSON text to an object: at most MAX_SPEC_BYTES, no duplicate keys, no NaN/Infinity."""
     size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
     if size > MAX_SPEC_BYTES:
         raise SpecError(_oversize(size))
@@ -463,7 +468,7 @@ def _decode(raw: bytes | bytearray | str) -> Any:
     except UnicodeDecodeError as e:
         raise SpecError(f"not valid UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return _DECODER.decode(text)
     except SpecError:
         raise
     except json.JSONDecodeError as e:
@@ -515,3 +520,7 @@ def _describe(value: Any) -> str:
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"
+
+
+# One decoder for every spec: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)

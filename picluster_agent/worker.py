@@ -3,7 +3,7 @@
 Per session:
 - a watch on `<prefix>/assign/<node>/` brings assignments (the job record rides in the value);
 - a watch on `<prefix>/cancel/` brings cancellations;
-- each job runs through `runner.JobProcess` on its own thread (slots bound their number);
+- each job runs through `runner.JobProcess` on one of `slots` runner threads;
 - a reporter thread batches "running" marks and results into few transactions, each report
   guarded by a compare on its own assignment key (created at the attempt's revision): once
   that key is gone (lease expired, job re-queued elsewhere) the report is refused;
@@ -56,7 +56,8 @@ class RunningJob:
     assign_revision: int  # create revision of the assignment key
     process: JobProcess | None = None
     cancel_requested: bool = False
-    thread: threading.Thread | None = None
+    started: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -110,6 +111,8 @@ class Worker:
         self.abandoned = threading.Event()
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
+        # Jobs to start, taken by `slots` runner threads (never more jobs run at once).
+        self._runs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
         self.resync = threading.Event()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
@@ -123,6 +126,12 @@ class Worker:
         watches = self._watch()
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
         reporter.start()
+        runners = [
+            threading.Thread(target=self._job_runner, name=f"job-runner-{i}", daemon=True)
+            for i in range(self.cfg.slots)
+        ]
+        for t in runners:
+            t.start()
         try:
             while not self.stop.is_set():
                 # The lease is gone (revoked, expired) or could be soon: stop every job now,
@@ -155,6 +164,8 @@ class Worker:
                 self.abandoned.set()
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
+            for _ in runners:
+                self._runs.put(None)
 
     def _watch(self) -> list:  # type: ignore[type-arg]
         """Read assignments and cancels at one revision, then watch both from there."""
@@ -229,10 +240,8 @@ class Worker:
                 self.busy_slots += need
                 starting.append(job)
         for job in starting:
-            job.thread = threading.Thread(
-                target=self._run_job, args=(job,), name=f"job-{job.record.id}", daemon=True
-            )
-            job.thread.start()
+            job.started = True
+            self._runs.put(job)
 
     def _cancel(self, job: RunningJob) -> None:
         job.cancel_requested = True
@@ -249,12 +258,18 @@ class Worker:
 
     # ------------------------------------------------------------ running one job
 
+    def _job_runner(self) -> None:
+        """One of `slots` threads that run jobs (a thread per job costs more to start)."""
+        while (job := self._runs.get()) is not None:
+            self._run_job(job)
+
     def _run_job(self, job: RunningJob) -> None:
         try:
             self._run_attempt(job)
         finally:
             with self.lock:
                 self.busy_slots -= int(job.record.spec.get("slots", 1))
+            job.ended.set()
             self._dispatch()
 
     def _run_attempt(self, job: RunningJob) -> None:
@@ -504,9 +519,9 @@ class Worker:
     def _join_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self.lock:
-            threads = [j.thread for j in self.jobs.values() if j.thread is not None]
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            started = [j for j in self.jobs.values() if j.started]
+        for job in started:
+            job.ended.wait(max(0.0, deadline - time.monotonic()))
 
     def _stop_all_jobs(self, reason: str) -> None:
         with self.lock:
@@ -518,8 +533,8 @@ class Worker:
             if job.process is not None:
                 job.process.stop(self.cfg.kill_grace)
         for job in jobs:
-            if job.thread is not None:
-                job.thread.join(self.cfg.kill_grace + 5)
+            if job.started:
+                job.ended.wait(self.cfg.kill_grace + 5)
 
 
 def _failure_reason(outcome: Outcome | None, error: str | None) -> str:

@@ -18,7 +18,7 @@ TTL = 3
 def _pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while being read
         return False
     return stat.split(")")[-1].split()[0] != "Z"
 
