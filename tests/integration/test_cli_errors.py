@@ -73,3 +73,12 @@ def test_config_precedence_flags_over_env_over_file(cli, tmp_path, etcd1):
 def test_no_master_elected_is_exit_4(cli, etcd1):
     result = cli("master", "--endpoints", etcd1.endpoints_csv, "--prefix", "/empty")
     _one_line_error(result, 4, "no master")
+
+
+def test_proxy_variables_never_carry_cluster_traffic(cli, etcd1):
+    # A Pi behind an HTTP proxy has these set for apt; etcd must still be reached directly.
+    # (198.51.100.1 is TEST-NET-2: a connection there would fail.)
+    proxy = "http://198.51.100.1:3128"
+    env = {name: proxy for name in ("http_proxy", "https_proxy", "grpc_proxy", "HTTPS_PROXY")}
+    result = cli("nodes", "--endpoints", etcd1.endpoints_csv, "--prefix", "/proxied", env=env)
+    assert result.returncode == 0, result.stderr
