@@ -27,6 +27,7 @@ from .agent import WorkerDuty
 from .config import AgentConfig
 from .errors import PiclusterError, Unavailable
 from .etcd import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
+from .janitor import JobDirJanitor
 from .jobs import JobRecord, JobResult, JobState
 from .keys import Keys
 from .runner import JobProcess, Outcome
@@ -42,6 +43,8 @@ MAX_TXN_BYTES = 1024 * 1024
 # A job still running this long after its start gets a "running" mark in etcd.
 RUNNING_MARK_DELAY = 0.5
 REPORTS_IN_FLIGHT = 2
+# How often finished jobs' directories past retention are looked for.
+JANITOR_INTERVAL = 10.0
 COALESCE = 0.003
 # Report txns leave at most this often: under load each carries more results (etcd's cost
 # is mostly per txn). A result waits at most this long, and only on a busy node; the next
@@ -116,6 +119,12 @@ class Worker:
         self.resync = threading.Event()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
+        self.janitor = JobDirJanitor(
+            self.data_dir / "jobs",
+            cfg.keep_finished,
+            cfg.keep_finished_seconds,
+            in_use=lambda job_id: job_id in self.jobs,
+        )
         # Kill jobs this long before the lease could expire: SIGKILL of a process group and
         # its reaping take milliseconds; the margin covers a slow, loaded board.
         self.margin = min(1.0, session.ttl / 3)
@@ -132,6 +141,10 @@ class Worker:
         ]
         for t in runners:
             t.start()
+        sweeping = threading.Event()
+        threading.Thread(
+            target=self.janitor.run, args=(sweeping, JANITOR_INTERVAL), name="janitor", daemon=True
+        ).start()
         try:
             while not self.stop.is_set():
                 # The lease is gone (revoked, expired) or could be soon: stop every job now,
@@ -150,6 +163,7 @@ class Worker:
                     watches = self._watch()
                 self.stop.wait(0.05)
         finally:
+            sweeping.set()
             for w in watches:
                 w.stop()
             if not self.abandoned.is_set() and self.session.done.is_set():
@@ -361,6 +375,7 @@ class Worker:
         extra = [self.keys.cancel(record.id)] if cancelled else []
         with self.lock:
             self.marks.pop(record.id, None)
+        self.janitor.note_finished(record.id)
         self.reports.put(Report(job, final, result, extra))
 
     # ------------------------------------------------------------ reporting

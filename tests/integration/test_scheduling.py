@@ -109,7 +109,7 @@ def test_drained_only_match_waits_with_reason(agents):
 def test_finished_jobs_are_removed_after_retention(agents, tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text("keep_finished: 5\n")
-    agents.start("pi1", slots=4, extra_args=["--config", str(config)])
+    agent = agents.start("pi1", slots=4, extra_args=["--config", str(config)])
     agents.wait_registered(1)
     client = _client(agents)
     jobs = [r.id for r in client.submit_many([_spec() for _ in range(30)])]
@@ -121,6 +121,10 @@ def test_finished_jobs_are_removed_after_retention(agents, tmp_path):
     # The newest ones are the ones kept.
     kept = {kv.key.rsplit("/", 1)[1] for kv in agents.client.get_prefix(agents.keys.jobs_dir)[0]}
     assert kept <= set(jobs[-10:])
+    # The node applies the same limit to the jobs' output directories.
+    job_dirs = agent.data_dir / "jobs"
+    wait_for(lambda: len(list(job_dirs.iterdir())) <= 5, 30, what="old job directories removed")
+    assert {d.name for d in job_dirs.iterdir()} <= set(jobs[-10:])
 
 
 def _spec():
