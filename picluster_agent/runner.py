@@ -73,7 +73,9 @@ class Outcome:
 
 # A change to the job user (uid, groups) reaches new jobs within this many seconds.
 IDENTITY_TTL = 30.0
-_identities: dict[tuple[str | None, int], tuple[float, Any]] = {}
+# (uid, gid, groups, user name, home); ids are None for "as the agent".
+Identity = tuple[int | None, int | None, list[int] | None, str, str]
+_identities: dict[tuple[str | None, int], tuple[float, Identity]] = {}
 
 
 class JobProcess:
@@ -209,8 +211,8 @@ class JobProcess:
             "grace": self.kill_grace,
         }
 
-    def _identity(self) -> tuple[int | None, int | None, list[int] | None, str, str]:
-        """(uid, gid, groups, user name, home) to run as; ids are None for "as the agent".
+    def _identity(self) -> Identity:
+        """The identity to run as.
 
         Looked up at most every IDENTITY_TTL seconds per user: the lookups (the user
         database, the group list) cost more than the rest of a job's start.
@@ -224,7 +226,7 @@ class JobProcess:
         _identities[key] = (now, identity)
         return identity
 
-    def _look_up_identity(self) -> tuple[int | None, int | None, list[int] | None, str, str]:
+    def _look_up_identity(self) -> Identity:
         if self.run_as is None:
             try:
                 pw = pwd.getpwuid(os.geteuid())
