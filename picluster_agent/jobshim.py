@@ -86,6 +86,10 @@ class Supervisor:
         self.closing = False
         self.out_ok = True
         self.buffer = b""
+        # Events wait here and leave in one write per loop turn; the pipe is non-blocking so
+        # that a slow reader can never stall job control (the loop waits for it to drain).
+        self.pending = bytearray()
+        os.set_blocking(out_fd, False)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -104,10 +108,12 @@ class Supervisor:
                 self.close()  # the agent died before or despite PDEATHSIG
             if self.closing and not self.jobs:
                 self._kill_strays()
+                self._flush(wait=1.0)
                 return 0
             fds = [self.wake_r] if self.closing else [self.wake_r, self.in_fd]
+            out = [self.out_fd] if self.pending and self.out_ok else []
             try:
-                ready, _, _ = select.select(fds, [], [], self._next_wakeup())
+                ready, _, _ = select.select(fds, out, [], self._next_wakeup())
             except InterruptedError:  # pragma: no cover - select retries on EINTR (PEP 475)
                 ready = []
             if self.wake_r in ready:
@@ -116,6 +122,7 @@ class Supervisor:
                 self._read_requests()
             self._reap()
             self._tick()
+            self._flush()
 
     def _next_wakeup(self) -> float:
         now = time.monotonic()
@@ -275,15 +282,24 @@ class Supervisor:
             time.sleep(DRAIN_POLL)
 
     def _send(self, msg: dict[str, Any]) -> None:
-        if not self.out_ok:
-            return
-        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
-        try:
-            while data:
-                data = data[os.write(self.out_fd, data) :]
-        except OSError:  # the agent closed its end: it is gone
-            self.out_ok = False
-            self.close()
+        if self.out_ok:
+            self.pending += (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+
+    def _flush(self, wait: float = 0.0) -> None:
+        """Write pending events; with `wait`, keep trying that long for the reader to drain."""
+        deadline = time.monotonic() + wait
+        while self.pending and self.out_ok:
+            try:
+                del self.pending[: os.write(self.out_fd, self.pending)]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                select.select([], [self.out_fd], [], left)
+            except OSError:  # the agent closed its end: it is gone
+                self.out_ok = False
+                self.pending.clear()
+                self.close()
 
 
 def _start_error(e: OSError, argv: list[str], cwd: str) -> str:

@@ -5,6 +5,10 @@
     outcome = proc.wait(1.0)     # None while still running
     proc.stop()                  # SIGTERM to the job's process group, SIGKILL after the grace
 
+An agent running many short jobs does not park a thread per job: it passes `on_done` (called
+once, on the supervisor's reader thread, when the attempt has ended) and starts the attempt
+with `start(wait_started=False)`, which returns as soon as the request is on its way.
+
 Jobs are not children of the agent: the agent keeps one small supervisor process
 (`jobshim`, started on first use) that forks every job, enforces timeouts, reaps the job's
 whole process group, and kills every job if the agent dies, by any means including SIGKILL.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -34,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -50,6 +55,8 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_LANG = "C.UTF-8"
 
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class JobProcess:
         run_as: str | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
         extra_env: Mapping[str, str] = _NO_ENV,
+        on_done: Callable[[JobProcess], None] | None = None,
     ) -> None:
         validate_job_id(job_id)  # it becomes a directory name
         if attempt < 1:
@@ -106,6 +114,7 @@ class JobProcess:
         self.kill_grace = kill_grace
         self.extra_env = dict(extra_env)
         self.data_dir = Path(data_dir)
+        self.on_done = on_done
         self.attempt_dir = self.data_dir / "jobs" / job_id / str(attempt)
         self.stdout_path = self.attempt_dir / "stdout"
         self.stderr_path = self.attempt_dir / "stderr"
@@ -133,8 +142,12 @@ class JobProcess:
         """The job's main process id (also its process group id), once started."""
         return self._pid
 
-    def start(self) -> None:
-        """Start the attempt. Problems of the job itself end up in `wait()`'s outcome.error."""
+    def start(self, wait_started: bool = True) -> None:
+        """Start the attempt. Problems of the job itself end up in `wait()`'s outcome.error.
+
+        wait_started=False returns once the request is sent: `pid` may still be None, and a
+        stop() before the supervisor has answered is delivered after the spawn, in order.
+        """
         with self._lock:
             if self._begun:
                 raise RuntimeError(f"job {self.job_id} attempt {self.attempt} already started")
@@ -154,9 +167,10 @@ class JobProcess:
         except _SupervisorGone as e:
             self._finish(error=str(e))
             return
-        self._replied.wait()
         if self._stop_requested:  # stop() came while we were starting: deliver it now
             self.stop(self._stop_grace)
+        if wait_started:
+            self._replied.wait()
 
     def stop(self, grace: float | None = None) -> None:
         """Stop the attempt: SIGTERM to its whole process group, SIGKILL after `grace` seconds
@@ -287,6 +301,7 @@ class JobProcess:
             self._timed_out = timed_out
             self._stopped = stopped
         self._done.set()
+        self._notify_done()
 
     def _finish(self, error: str | None) -> None:
         """End without a (known) exit: could not start, cancelled before start, or lost."""
@@ -300,6 +315,16 @@ class JobProcess:
             self._stopped = self._stop_requested
         self._done.set()
         self._replied.set()
+        self._notify_done()
+
+    def _notify_done(self) -> None:
+        """Run on_done; it must never take down the thread that reads the supervisor."""
+        if self.on_done is None:
+            return
+        try:
+            self.on_done(self)
+        except Exception:
+            log.exception("handling the end of job %s attempt %d", self.job_id, self.attempt)
 
     def _build_outcome(self) -> Outcome:
         code = self._code

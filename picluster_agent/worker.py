@@ -3,7 +3,9 @@
 Per session:
 - a watch on `<prefix>/assign/<node>/` brings assignments (the job record rides in the value);
 - a watch on `<prefix>/cancel/` brings cancellations;
-- each job runs through `runner.JobProcess` on one of `slots` runner threads;
+- each job runs through `runner.JobProcess`, at most `slots` at once: it is started from the
+  thread that found it a free slot and finished on the job supervisor's reader thread, so no
+  thread waits on a job (thread handoffs were most of a short job's cost);
 - a reporter thread batches "running" marks and results into few transactions, each report
   guarded by a compare on its own assignment key (created at the attempt's revision): once
   that key is gone (lease expired, job re-queued elsewhere) the report is refused;
@@ -114,8 +116,7 @@ class Worker:
         self.abandoned = threading.Event()
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
-        # Jobs to start, taken by `slots` runner threads (never more jobs run at once).
-        self._runs: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._dispatching = threading.local()  # set while this thread is in _dispatch
         self.resync = threading.Event()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
@@ -135,12 +136,6 @@ class Worker:
         watches = self._watch()
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
         reporter.start()
-        runners = [
-            threading.Thread(target=self._job_runner, name=f"job-runner-{i}", daemon=True)
-            for i in range(self.cfg.slots)
-        ]
-        for t in runners:
-            t.start()
         sweeping = threading.Event()
         threading.Thread(
             target=self.janitor.run, args=(sweeping, JANITOR_INTERVAL), name="janitor", daemon=True
@@ -178,8 +173,6 @@ class Worker:
                 self.abandoned.set()
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
-            for _ in runners:
-                self._runs.put(None)
 
     def _watch(self) -> list:  # type: ignore[type-arg]
         """Read assignments and cancels at one revision, then watch both from there."""
@@ -241,9 +234,26 @@ class Worker:
         The master may assign up to `slots + prefetch` jobs here; the node itself keeps
         at most `slots` running, so a prefetched job starts the moment a slot frees.
         """
+        if getattr(self._dispatching, "active", False):
+            # A job that ended while being started (say, a bad cwd) frees its slot from
+            # inside this very loop: the loop below looks again, no recursion needed.
+            self._dispatching.again = True
+            return
+        self._dispatching.active = True
+        try:
+            while True:
+                self._dispatching.again = False
+                for job in self._take_startable():
+                    self._start(job)
+                if not self._dispatching.again:
+                    return
+        finally:
+            self._dispatching.active = False
+
+    def _take_startable(self) -> list[RunningJob]:
         with self.lock:
             if self.abandoned.is_set():
-                return
+                return []
             self.waiting.sort(key=lambda j: (-j.record.spec.get("priority", 0), j.record.seq))
             starting = []
             for job in list(self.waiting):
@@ -252,10 +262,9 @@ class Worker:
                     continue
                 self.waiting.remove(job)
                 self.busy_slots += need
+                job.started = True
                 starting.append(job)
-        for job in starting:
-            job.started = True
-            self._runs.put(job)
+            return starting
 
     def _cancel(self, job: RunningJob) -> None:
         job.cancel_requested = True
@@ -272,26 +281,14 @@ class Worker:
 
     # ------------------------------------------------------------ running one job
 
-    def _job_runner(self) -> None:
-        """One of `slots` threads that run jobs (a thread per job costs more to start)."""
-        while (job := self._runs.get()) is not None:
-            self._run_job(job)
-
-    def _run_job(self, job: RunningJob) -> None:
-        try:
-            self._run_attempt(job)
-        finally:
-            with self.lock:
-                self.busy_slots -= int(job.record.spec.get("slots", 1))
-            job.ended.set()
-            self._dispatch()
-
-    def _run_attempt(self, job: RunningJob) -> None:
+    def _start(self, job: RunningJob) -> None:
+        """Start one attempt; `_ended` runs when it is over (here, if it cannot start)."""
         record = job.record
         try:
             spec = record.job_spec()
         except SpecError as e:
             self._finish(job, None, error=f"invalid spec: {e}")
+            self._release(job)
             return
         process = JobProcess(
             spec,
@@ -302,21 +299,35 @@ class Worker:
             tail_bytes=self.cfg.result_tail_bytes,
             run_as=self.run_as,
             kill_grace=self.cfg.kill_grace,
+            on_done=lambda _process: self._ended(job),
         )
         job.process = process
         if job.cancel_requested:
             process.stop(0)
-        process.start()
-        started = record.with_(state=JobState.RUNNING, started_at=time.time())
         # The "running" mark waits a moment: most short jobs finish first and then need
         # only their result written (one write saved per job, and no queue ahead of it).
+        # Queued before the start, so that an attempt ending at once finds and drops it.
+        started = record.with_(state=JobState.RUNNING, started_at=time.time())
         with self.lock:
             self.marks[record.id] = (time.monotonic() + RUNNING_MARK_DELAY, Report(job, started))
-        outcome = process.wait()
-        assert outcome is not None
-        if self.abandoned.is_set():
-            return  # the lease guard killed it: the master re-runs it, we report nothing
-        self._finish(job, outcome)
+        process.start(wait_started=False)
+
+    def _ended(self, job: RunningJob) -> None:
+        """The attempt is over (on the supervisor's reader thread): report it, free its slot."""
+        try:
+            assert job.process is not None
+            outcome = job.process.wait(0)
+            assert outcome is not None
+            if not self.abandoned.is_set():  # else the lease guard killed it: not reported
+                self._finish(job, outcome)
+        finally:
+            self._release(job)
+
+    def _release(self, job: RunningJob) -> None:
+        with self.lock:
+            self.busy_slots -= int(job.record.spec.get("slots", 1))
+        job.ended.set()
+        self._dispatch()
 
     def _finish(self, job: RunningJob, outcome: Outcome | None, error: str | None = None) -> None:
         record = job.record
