@@ -14,6 +14,7 @@ threads, as many users on many nodes would submit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -28,17 +29,32 @@ from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
 from picluster_agent.spec import build_spec
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU of a process and its descendants (reaped children are in its cutime/cstime)."""
+def _own_and_reaped(pid: int) -> tuple[float, float]:
+    """(CPU of the process itself, CPU of its reaped children), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    return (int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread (a child forked by a non-main thread is listed under it)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
+    """CPU of a process, plus (descendants=True) its descendants, live and reaped."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(f) for f in fields[11:15]) / ticks
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        own, reaped = _own_and_reaped(pid)
+        if not descendants:
+            return own
+        children = _children(pid)
     except OSError:
-        return total
-    return total + sum(cpu_seconds(int(c)) for c in children)
+        return 0.0
+    return own + reaped + sum(cpu_seconds(c) for c in children)
 
 
 def txn_breakdown(client: Client, keys: Keys, rev0: int, rev1: int) -> dict[str, int]:
@@ -107,9 +123,11 @@ def main() -> int:
         specs = [build_spec(["true"], submitted_at=0.0) for _ in range(args.jobs)]
 
         def cpu_now() -> dict[str, float]:
+            agent_own = sum(cpu_seconds(a.pid, descendants=False) for a in agents)
             return {
                 "etcd (3 members)": sum(cpu_seconds(m.proc.pid) for m in cluster.members),
-                "agents (with job supervisors and jobs)": sum(cpu_seconds(a.pid) for a in agents),
+                "agents": agent_own,
+                "job supervisors and jobs": sum(cpu_seconds(a.pid) for a in agents) - agent_own,
                 "benchmark client": sum(os.times()[:2]),
             }
 

@@ -27,16 +27,28 @@ KillMode=control-group covers that case.
 This module imports only the standard library: it is run as a script by path with `python -I
 -S`, so that nothing from the agent's package or environment is needed or loaded.
 
+The supervisor also makes each attempt's directory and output files and reads the output's
+tail when the attempt is over: file system calls in the agent, a multi-threaded Python
+process, each hand its interpreter lock to another thread and back, and for short jobs
+those handoffs cost more than the job.
+
 Protocol (agent -> supervisor):
-  {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs", "stdout": path,
-   "stderr": path, "uid": int|null, "gid": int|null, "groups": [int]|null,
+  {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs",
+   "attempt_dir": path, "work_dir": path|null, "stdout": path, "stderr": path,
+   "uid": int|null, "gid": int|null, "groups": [int]|null, "tail": bytes,
    "timeout": seconds|null, "grace": seconds}
   {"op": "stop", "token": T, "grace": seconds}
 Supervisor -> agent:
   {"ev": "started", "token": T, "pid": P, "t": unix_time}
   {"ev": "error", "token": T, "error": "message"}
-  {"ev": "exit", "token": T, "code": C, "t": unix_time, "timed_out": bool, "stopped": bool}
-where C is the main process's exit code, or -N when it was killed by signal N.
+  {"ev": "exit", "token": T, "code": C, "t": unix_time, "timed_out": bool, "stopped": bool,
+   "stdout_tail": str, "stderr_tail": str}
+where C is the main process's exit code, or -N when it was killed by signal N, and a tail is
+the last `tail` bytes of the output, decoded as UTF-8 (errors replaced).
+
+Files of an attempt: `attempt_dir` (mode 0755, owned by the agent's user; an earlier run's
+leftovers are removed) holds `stdout` and `stderr` (0640) and, when the job has no cwd of its
+own, `work_dir` (0750); those three belong to `uid`:`gid` when given.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,12 +72,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 class _Job:
-    __slots__ = ("code", "deadline", "ended", "grace", "kill_at", "pid", "proc", "stopped",
-                 "timed_out", "token")  # fmt: skip
+    __slots__ = ("code", "deadline", "ended", "grace", "kill_at", "outputs", "pid", "proc",
+                 "stopped", "tail", "timed_out", "token")  # fmt: skip
 
     def __init__(self, token: int, proc: subprocess.Popen[bytes], timeout: float | None,
-                 grace: float) -> None:  # fmt: skip
+                 grace: float, outputs: tuple[str, str], tail: int) -> None:  # fmt: skip
         self.token = token
+        self.outputs = outputs  # stdout, stderr paths
+        self.tail = tail
         self.proc = proc
         self.pid = proc.pid  # also the process group id: the job leads its own session
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -90,6 +105,8 @@ class Supervisor:
         # that a slow reader can never stall job control (the loop waits for it to drain).
         self.pending = bytearray()
         os.set_blocking(out_fd, False)
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -176,13 +193,14 @@ class Supervisor:
         token = msg["token"]
         argv = msg["argv"]
         cwd = msg["cwd"]
-        fds: list[int] = []
         try:
-            # No O_CREAT/O_TRUNC and no symlinks: the agent created these files; we only
-            # attach to them (we may be root, writing into a directory a job user can see).
-            flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-            fds.append(os.open(msg["stdout"], flags))
-            fds.append(os.open(msg["stderr"], flags))
+            fds = self._prepare(msg)
+        except OSError as e:
+            where = e.filename or msg["attempt_dir"]
+            self._send({"ev": "error", "token": token,
+                        "error": f"cannot prepare {where}: {e.strerror or e}"})  # fmt: skip
+            return
+        try:
             extra: dict[str, Any] = {}
             if msg.get("uid") is not None:
                 extra = {"user": msg["uid"], "group": msg["gid"], "extra_groups": msg["groups"]}
@@ -206,10 +224,47 @@ class Supervisor:
         finally:
             for fd in fds:
                 os.close(fd)
-        job = _Job(token, proc, msg.get("timeout"), float(msg["grace"]))
+        outputs = (msg["stdout"], msg["stderr"])
+        job = _Job(token, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"])
         self.jobs[job.pid] = job
         self.by_token[token] = job
         self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
+
+    def _prepare(self, msg: dict[str, Any]) -> list[int]:
+        """Make the attempt's directory and files; the output files' descriptors, opened."""
+        attempt_dir = msg["attempt_dir"]
+        try:
+            os.mkdir(os.path.dirname(attempt_dir), 0o755)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # the first job, or the data dir was removed
+            os.makedirs(os.path.dirname(attempt_dir), 0o755, exist_ok=True)
+        try:
+            os.mkdir(attempt_dir, 0o755)
+        except FileExistsError:  # leftovers of an earlier run of this same attempt
+            shutil.rmtree(attempt_dir)
+            os.mkdir(attempt_dir, 0o755)
+        if self.umask & 0o755:  # a stricter umask than systemd's default took bits away
+            os.chmod(attempt_dir, 0o755)
+        uid, gid = msg.get("uid"), msg.get("gid")
+        # O_EXCL and no symlinks: the directory is new and ours (we may be root, writing
+        # where a job user can see).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        fds: list[int] = []
+        try:
+            for path in (msg["stdout"], msg["stderr"]):
+                fds.append(os.open(path, flags, 0o640))
+                if uid is not None and gid is not None:
+                    os.fchown(fds[-1], uid, gid)
+            if msg.get("work_dir"):
+                os.mkdir(msg["work_dir"], 0o750)
+                if uid is not None and gid is not None:
+                    os.chown(msg["work_dir"], uid, gid)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def _terminate(self, job: _Job, grace: float) -> None:
         """SIGTERM to the job's group now, SIGKILL at now + grace (or earlier if already due)."""
@@ -257,6 +312,8 @@ class Supervisor:
                         "t": job.ended,
                         "timed_out": job.timed_out,
                         "stopped": job.stopped,
+                        "stdout_tail": read_tail(job.outputs[0], job.tail),
+                        "stderr_tail": read_tail(job.outputs[1], job.tail),
                     }
                 )
 
@@ -300,6 +357,29 @@ class Supervisor:
                 self.out_ok = False
                 self.pending.clear()
                 self.close()
+
+
+def read_tail(path: str, limit: int) -> str:
+    """The last `limit` bytes of a file as text, not starting in the middle of a character."""
+    try:
+        if limit <= 0 or os.stat(path).st_size == 0:  # most jobs write nothing: one call
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, limit, max(0, size - limit))
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    if size > limit:
+        skip = 0
+        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:  # continuation bytes
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", errors="replace")
 
 
 def _start_error(e: OSError, argv: list[str], cwd: str) -> str:

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +134,7 @@ class JobProcess:
         self._timed_out = False
         self._stopped = False
         self._error: str | None = None
+        self._tails: tuple[str, str] | None = None  # read by the supervisor at exit
         self._outcome: Outcome | None = None
 
     @property
@@ -207,20 +207,19 @@ class JobProcess:
         env["PICLUSTER_JOB_ID"] = self.job_id
         env["PICLUSTER_ATTEMPT"] = str(self.attempt)
         env["PICLUSTER_NODE"] = self.node
-        try:
-            self._make_files(uid, gid)
-        except OSError as e:
-            where = e.filename or self.attempt_dir
-            raise _StartError(f"cannot prepare {where}: {e.strerror}") from e
+        # The supervisor makes the directory and files (see jobshim: "Files of an attempt").
         return {
             "argv": self.spec.argv(),
             "env": env,
             "cwd": self.spec.cwd or str(self.work_dir),
+            "attempt_dir": str(self.attempt_dir),
+            "work_dir": None if self.spec.cwd else str(self.work_dir),
             "stdout": str(self.stdout_path),
             "stderr": str(self.stderr_path),
             "uid": uid,
             "gid": gid,
             "groups": groups,
+            "tail": self.tail_bytes,
             "timeout": self.spec.timeout,
             "grace": self.kill_grace,
         }
@@ -262,28 +261,6 @@ class JobProcess:
         groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
         return pw.pw_uid, pw.pw_gid, groups, pw.pw_name, pw.pw_dir
 
-    def _make_files(self, uid: int | None, gid: int | None) -> None:
-        try:
-            self.attempt_dir.parent.mkdir(mode=0o755, exist_ok=True)
-        except FileNotFoundError:  # the first job, or the data dir was removed
-            for d in (self.data_dir, self.data_dir / "jobs", self.attempt_dir.parent):
-                d.mkdir(mode=0o755, parents=True, exist_ok=True)
-        try:
-            self.attempt_dir.mkdir(mode=0o755)
-        except FileExistsError:  # leftovers of an earlier run of this same attempt
-            shutil.rmtree(self.attempt_dir)
-            self.attempt_dir.mkdir(mode=0o755)
-        os.chmod(self.attempt_dir, 0o755)
-        paths = [self.stdout_path, self.stderr_path]
-        for path in paths:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
-        if self.spec.cwd is None:
-            self.work_dir.mkdir(mode=0o750)
-            paths.append(self.work_dir)
-        if uid is not None and gid is not None:
-            for path in paths:
-                os.chown(path, uid, gid)
-
     # --- supervisor events (called on the supervisor's reader thread) ---------------------------
 
     def _on_started(self, pid: int, t: float) -> None:
@@ -292,10 +269,12 @@ class JobProcess:
             self._started_at = t
         self._replied.set()
 
-    def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool) -> None:
+    def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool,
+                 tails: tuple[str, str]) -> None:  # fmt: skip
         with self._lock:
             if self._done.is_set():
                 return
+            self._tails = tails
             self._code = code
             self._ended_at = t
             self._timed_out = timed_out
@@ -328,6 +307,11 @@ class JobProcess:
 
     def _build_outcome(self) -> Outcome:
         code = self._code
+        if self._tails is None:  # ended without the supervisor's exit event (lost, error)
+            self._tails = (
+                jobshim.read_tail(str(self.stdout_path), self.tail_bytes),
+                jobshim.read_tail(str(self.stderr_path), self.tail_bytes),
+            )
         return Outcome(
             exit_code=code if code is not None and code >= 0 else None,
             signal=-code if code is not None and code < 0 else None,
@@ -335,8 +319,8 @@ class JobProcess:
             cancelled=self._stopped,
             started_at=self._started_at,
             ended_at=self._ended_at,
-            stdout_tail=_tail(self.stdout_path, self.tail_bytes),
-            stderr_tail=_tail(self.stderr_path, self.tail_bytes),
+            stdout_tail=self._tails[0],
+            stderr_tail=self._tails[1],
             error=self._error,
         )
 
@@ -347,23 +331,6 @@ class _StartError(Exception):
 
 class _SupervisorGone(Exception):
     """The job supervisor process could not be started or has exited."""
-
-
-def _tail(path: Path, limit: int) -> str:
-    """The last `limit` bytes of a file as text, not starting in the middle of a character."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - limit))
-            data = f.read(limit)
-    except OSError:
-        return ""
-    if size > limit:
-        skip = 0
-        while skip < min(3, len(data)) and 0x80 <= data[skip] <= 0xBF:  # continuation bytes
-            skip += 1
-        data = data[skip:]
-    return data.decode("utf-8", errors="replace")
 
 
 # --- the supervisor handle --------------------------------------------------------------------
@@ -454,7 +421,8 @@ class _Supervisor:
         elif kind == "error":
             job._finish(error=msg["error"])
         else:
-            job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"])
+            tails = (msg["stdout_tail"], msg["stderr_tail"])
+            job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"], tails)
 
     def _lost(self) -> None:
         """The supervisor exited: kill what it was watching ourselves, and fail those attempts."""

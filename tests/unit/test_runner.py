@@ -318,6 +318,48 @@ def test_many_jobs_in_parallel(make: Callable[..., JobProcess]) -> None:
         assert (outcome.exit_code, outcome.stdout_tail) == (i % 3, f"{i}\n")
 
 
+def test_many_big_tails_at_once_are_all_delivered(make: Callable[..., JobProcess]) -> None:
+    # 12 exit events of ~128 KiB each: far more than a pipe holds, so the supervisor must
+    # wait for the agent to read (non-blocking writes) while it goes on reaping jobs.
+    code = "import sys; sys.stdout.write(sys.argv[1] * 65536); sys.stderr.write('e' * 65536)"
+    procs = [make([sys.executable, "-c", code, "abcdefghijkl"[i]], job_id=f"big-{i}")
+             for i in range(12)]  # fmt: skip
+    done = threading.Semaphore(0)
+    for p in procs:
+        p.on_done = lambda _p: done.release()
+        p.start(wait_started=False)
+    for i, p in enumerate(procs):
+        outcome = p.wait(20)
+        assert outcome is not None
+        assert outcome.stdout_tail == "abcdefghijkl"[i] * 65536
+        assert outcome.stderr_tail == "e" * 65536
+    for _ in procs:  # on_done ran once per attempt
+        assert done.acquire(timeout=5)
+    assert not done.acquire(timeout=0.2)
+
+
+def test_on_done_runs_once_for_an_attempt_that_cannot_start(
+    make: Callable[..., JobProcess],
+) -> None:
+    calls: list[Outcome | None] = []
+    proc = make(["no-such-command-xyz"], on_done=lambda p: calls.append(p.wait(0)))
+    proc.start(wait_started=False)
+    wait_for(lambda: calls, what="on_done")
+    assert calls[0] is not None and calls[0].error == "command not found: 'no-such-command-xyz'"
+    assert proc.wait(1) is calls[0]
+    assert len(calls) == 1
+
+
+def test_unusable_data_dir_is_a_clear_error(
+    make: Callable[..., JobProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "jobs").write_text("a file where the jobs directory should be")
+    outcome = run(make(["true"], data_dir=tmp_path))
+    assert outcome.exit_code is None
+    assert outcome.error is not None and outcome.error.startswith("cannot prepare ")
+    assert "Not a directory" in outcome.error
+
+
 # --- jobs never outlive the agent -----------------------------------------------------------------
 
 FAKE_AGENT = """
