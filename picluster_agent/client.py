@@ -212,7 +212,7 @@ class Client:
                 spec = parse_spec(queued.value, job_id)
                 record = JobRecord(
                     id=job_id,
-                    spec=spec.to_dict(),
+                    spec=spec.stored_dict(),
                     state=JobState.QUEUED,
                     seq=queued.create_revision,
                     submitted_at=spec.submitted_at,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from .spec import JobSpec, parse_spec
@@ -51,9 +51,23 @@ FINAL_STATE_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in FINAL_STATES)
 MAX_NODE_LOSSES = 5
 
 
-def _shallow(obj: Any) -> dict[str, Any]:
-    """Fields as a dict without `asdict`'s deep copy (which cost most of an agent's CPU)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+def _defaults(cls: type) -> dict[str, Any]:
+    return {
+        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
+
+
+def _stored(obj: Any, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Fields as a dict, without those at their defaults (etcd's cost grows with the bytes),
+    and without `asdict`'s deep copy (which cost most of an agent's CPU)."""
+    out = {}
+    for name in names:
+        value = getattr(obj, name)
+        if name not in defaults or value != defaults[name]:
+            out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,10 @@ class JobRecord:
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     def to_json(self) -> str:
-        data = _shallow(self)
-        data["history"] = list(self.history)
+        """Compact JSON; fields at their defaults (null, 0, no history) are left out."""
+        data = _stored(self, _RECORD_FIELDS, _RECORD_DEFAULTS)
+        if "history" in data:
+            data["history"] = list(self.history)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -135,7 +151,8 @@ class JobResult:
     error: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(_shallow(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = _stored(self, _RESULT_FIELDS, _RESULT_DEFAULTS)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobResult:
@@ -143,3 +160,9 @@ class JobResult:
         data["state"] = JobState(data["state"])
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
+_RECORD_DEFAULTS = _defaults(JobRecord)
+_RESULT_FIELDS = tuple(f.name for f in fields(JobResult))
+_RESULT_DEFAULTS = _defaults(JobResult)

@@ -544,7 +544,7 @@ class Scheduler:
     def _first_record(self, p: Pending, now: float) -> JobRecord:
         return JobRecord(
             id=p.id,
-            spec=p.spec.to_dict(),
+            spec=p.spec.stored_dict(),
             state=JobState.QUEUED,
             seq=p.seq,
             submitted_at=p.spec.submitted_at or now,

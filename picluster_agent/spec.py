@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -81,7 +81,7 @@ class JobSpec:
         # The canonical JSON is made once: it is checked for size here and is what to_json
         # returns (a spec is encoded again and again on its way through the cluster).
         canonical = json.dumps(
-            self.to_dict(),
+            self.stored_dict(),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -94,15 +94,28 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: every field, command as a list (argv) or a string."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
         if isinstance(self.command, tuple):
             out["command"] = list(self.command)
         out["env"] = dict(self.env)
         out["constraints"] = dict(self.constraints)
         return out
 
+    def stored_dict(self) -> dict[str, Any]:
+        """The form stored in etcd: `to_dict` without the fields at their defaults.
+
+        A no-op job's spec is then a fifth of the size: every job's spec is written to
+        etcd three times, and etcd's cost grows with the bytes (docs/BENCHMARKS.md).
+        """
+        out = {}
+        for name, value in self.to_dict().items():
+            if name not in _DEFAULTS or value != _DEFAULTS[name]:
+                out[name] = value
+        return out
+
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, compact, UTF-8 text. `parse_spec` reads it back equal."""
+        """Canonical JSON: sorted keys, compact, UTF-8 text, fields at their defaults left
+        out. `parse_spec` reads it back equal."""
         return self._canonical  # type: ignore[attr-defined, no-any-return]
 
     def argv(self) -> list[str]:
@@ -113,6 +126,11 @@ class JobSpec:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobSpec))
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default is not MISSING else f.default_factory()
+    for f in fields(JobSpec)
+    if f.default is not MISSING or f.default_factory is not MISSING
+}
 
 
 def parse_spec(raw: bytes | str | Mapping[str, Any], job_id: str) -> JobSpec:

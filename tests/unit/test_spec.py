@@ -88,6 +88,13 @@ def test_to_json_round_trips_and_is_canonical(raw: dict[str, Any]) -> None:
     assert "id" not in decoded  # the id is the key, not part of the spec
 
 
+def test_canonical_json_leaves_out_defaults() -> None:
+    spec = parse_spec('{"command": ["true"], "priority": 0, "env": {}, "timeout": 5}', JOB)
+    assert spec.to_json() == '{"command":["true"],"timeout":5.0}'
+    assert parse_spec(spec.to_json(), JOB) == spec
+    assert spec.to_dict()["priority"] == 0 and spec.to_dict()["env"] == {}  # to_dict: all
+
+
 def test_inputs_bytes_str_and_dict_agree() -> None:
     text = spec_json(command=["ls", "-l"], priority=5)
     assert (
@@ -233,8 +240,10 @@ def test_oversize_spec(as_type: type) -> None:
 
 def test_just_under_the_size_limit_is_accepted() -> None:
     base = len(JobSpec(command=("true",), env={"BIG": ""}).to_json())
-    spec = parse_spec(spec_json(env={"BIG": "x" * (MAX_SPEC_BYTES - base)}), JOB)
-    assert len(spec.to_json().encode()) == MAX_SPEC_BYTES
+    canonical = JobSpec(command=("true",), env={"BIG": "x" * (MAX_SPEC_BYTES - base)}).to_json()
+    assert len(canonical.encode()) == MAX_SPEC_BYTES
+    spec = parse_spec(canonical, JOB)  # exactly the limit, as text and as canonical JSON
+    assert spec.to_json() == canonical
     with pytest.raises(SpecError):
         build_spec(["true"], env={"BIG": "x" * (MAX_SPEC_BYTES - base + 1)})
 
