@@ -216,11 +216,13 @@ class Scheduler:
     def _step(self) -> None:
         self._last_step = time.monotonic()
         self._process_submissions()
-        self._process_ended()
+        ended = self._release_ended()
         self._process_cancels()
         self._last_assigned = len(self.running)
         self._schedule()
         self._last_assigned = len(self.running) - self._last_assigned
+        # After scheduling: the freed slots are filled without waiting for this read.
+        self._classify_ended(ended)
         if time.monotonic() >= self._next_gc:
             self._collect_garbage()
             self._next_gc = time.monotonic() + GC_INTERVAL
@@ -401,8 +403,13 @@ class Scheduler:
                 rejects.append((kv, str(e)))
                 continue
             self._add_pending(Pending(job_id, spec, kv.key, kv.mod_revision, kv.create_revision))
-        for kv, reason in rejects:
-            self._reject(kv, reason)
+        for i, (kv, reason) in enumerate(rejects):
+            try:
+                self._reject(kv, reason)
+            except PiclusterError:
+                for later, _ in rejects[i:]:  # rejected at the next step, not forgotten
+                    self._fresh_queue.setdefault(Keys.last_segment(later.key), later)
+                raise
 
     def _reject(self, kv: KV, reason: str) -> None:
         job_id = Keys.last_segment(kv.key)
@@ -433,13 +440,24 @@ class Scheduler:
 
     # ------------------------------------------------------------ ended assignments
 
-    def _process_ended(self) -> None:
-        if not self._ended:
-            return
+    def _release_ended(self) -> list[tuple[str, str]]:
+        """Free the slots of ended assignments; what ended is classified after scheduling."""
         ended, self._ended = self._ended, []
         for node, job_id in ended:
             self._unplace(job_id, node)
-        records = self._read_many([self.keys.job(job_id) for _, job_id in ended])
+        return ended
+
+    def _classify_ended(self, ended: list[tuple[str, str]]) -> None:
+        """Finished (kept until retention), back in the queue (a retry), or lost with its node."""
+        if not ended:
+            return
+        try:
+            records = self._read_many([self.keys.job(job_id) for _, job_id in ended])
+        except PiclusterError:
+            # Kept for the next step: a retry or a lost worker's job must not be forgotten
+            # (releasing their slots again is a no-op).
+            self._ended = ended + self._ended
+            raise
         for node, job_id in ended:
             kv = records.get(self.keys.job(job_id))
             if kv is None:
@@ -499,14 +517,19 @@ class Scheduler:
 
     def _process_cancels(self) -> None:
         new, self._new_cancels = self._new_cancels, set()
-        for job_id in new | (self.cancels & self.pending.keys()):
+        todo = sorted(new | (self.cancels & self.pending.keys()))
+        for i, job_id in enumerate(todo):
             if job_id not in self.cancels:
                 continue
-            p = self.pending.get(job_id)
-            if p is not None:
-                self._cancel_pending(p)
-            elif job_id not in self.running:
-                self._cleanup_cancel(job_id)
+            try:
+                p = self.pending.get(job_id)
+                if p is not None:
+                    self._cancel_pending(p)
+                elif job_id not in self.running:
+                    self._cleanup_cancel(job_id)
+            except PiclusterError:
+                self._new_cancels.update(todo[i:])  # tried again at the next step
+                raise
 
     def _cancel_pending(self, p: Pending) -> None:
         now = time.time()
@@ -522,9 +545,10 @@ class Scheduler:
         if p.fresh:
             ops.insert(0, op_delete(p.source_key))
             compares.append(cmp_absent(self.keys.job(p.id)))
+        done = self._fenced(ops, compares)  # raises with nothing changed here: retried
         del self.pending[p.id]
         self.cancels.discard(p.id)
-        if self._fenced(ops, compares):
+        if done:
             log.info("job %s cancelled while queued", p.id)
             self.finished.append((now, p.id))
 
@@ -721,7 +745,12 @@ class Scheduler:
             chunk = doomed[i : i + GC_BATCH]
             ops = [op_delete(self.keys.job(j)) for j in chunk]
             ops += [op_delete(self.keys.result(j)) for j in chunk]
-            self._fenced(ops, [])
+            try:
+                self._fenced(ops, [])
+            except PiclusterError:
+                # Removed at the next round instead (the times only order them).
+                self.finished.extendleft((0.0, j) for j in reversed(doomed[i:]))
+                raise
         if doomed:
             log.info("removed %d finished job(s) past retention", len(doomed))
 

@@ -54,6 +54,14 @@ COALESCE = 0.003
 MIN_REPORT_INTERVAL = 0.05
 
 
+def report_interval(slots: int, prefetch: int) -> float:
+    """A node with prefetched work may report half as often (twice as many results per txn):
+    its free slots are filled from its own queue, not by the master's answer to the report.
+    Measured: with prefetch 16 on 8 slots, half the report txns and ~10 % less CPU per job
+    at the same throughput (docs/BENCHMARKS.md)."""
+    return MIN_REPORT_INTERVAL * (1.0 + min(1.0, prefetch / max(1, slots)))
+
+
 @dataclass
 class RunningJob:
     record: JobRecord  # as assigned (attempt = the fencing token)
@@ -113,6 +121,7 @@ class Worker:
         self.marks: dict[str, tuple[float, Report]] = {}  # job id -> (due, running mark)
         self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
         self._last_report = 0.0
+        self.report_interval = report_interval(cfg.slots, cfg.prefetch)
         self.abandoned = threading.Event()
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
@@ -398,7 +407,7 @@ class Worker:
                 batch.append(self.reports.get(timeout=self._next_mark_in()))
                 # Results of jobs ending together share one txn.
                 time.sleep(
-                    max(COALESCE, self._last_report + MIN_REPORT_INTERVAL - time.monotonic())
+                    max(COALESCE, self._last_report + self.report_interval - time.monotonic())
                 )
             except queue.Empty:
                 if self.abandoned.is_set() or (self.stop.is_set() and not self._busy()):
