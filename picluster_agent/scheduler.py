@@ -216,13 +216,13 @@ class Scheduler:
     def _step(self) -> None:
         self._last_step = time.monotonic()
         self._process_submissions()
-        ended = self._release_ended()
+        self._release_ended()
         self._process_cancels()
         self._last_assigned = len(self.running)
         self._schedule()
         self._last_assigned = len(self.running) - self._last_assigned
         # After scheduling: the freed slots are filled without waiting for this read.
-        self._classify_ended(ended)
+        self._classify_ended()
         if time.monotonic() >= self._next_gc:
             self._collect_garbage()
             self._next_gc = time.monotonic() + GC_INTERVAL
@@ -440,38 +440,41 @@ class Scheduler:
 
     # ------------------------------------------------------------ ended assignments
 
-    def _release_ended(self) -> list[tuple[str, str]]:
-        """Free the slots of ended assignments; what ended is classified after scheduling."""
-        ended, self._ended = self._ended, []
-        for node, job_id in ended:
+    def _release_ended(self) -> None:
+        """Free the slots of ended assignments (again, harmlessly, after a failed step)."""
+        for node, job_id in self._ended:
             self._unplace(job_id, node)
-        return ended
 
-    def _classify_ended(self, ended: list[tuple[str, str]]) -> None:
-        """Finished (kept until retention), back in the queue (a retry), or lost with its node."""
-        if not ended:
+    def _classify_ended(self) -> None:
+        """Finished (kept until retention), back in the queue (a retry), or lost with its node.
+
+        An entry leaves `_ended` only once handled: a step that fails on etcd leaves the
+        rest for the next step, so no retry and no lost worker's job is forgotten.
+        """
+        if not self._ended:
             return
+        records = self._read_many([self.keys.job(job_id) for _, job_id in self._ended])
+        handled = 0
         try:
-            records = self._read_many([self.keys.job(job_id) for _, job_id in ended])
-        except PiclusterError:
-            # Kept for the next step: a retry or a lost worker's job must not be forgotten
-            # (releasing their slots again is a no-op).
-            self._ended = ended + self._ended
-            raise
-        for node, job_id in ended:
-            kv = records.get(self.keys.job(job_id))
-            if kv is None:
-                continue
-            record = JobRecord.from_json(kv.value)
-            if record.state.final:
-                self.finished.append((record.finished_at or time.time(), job_id))
-            elif record.state is JobState.QUEUED:
-                if job_id not in self.pending:
-                    self._add_rerun(record, kv.mod_revision)
-            elif record.node == node:
-                # Still marked as running there, but its assignment is gone: the worker's
-                # lease expired (or it was revoked). Re-run it elsewhere.
-                self._requeue_lost(record, kv.mod_revision)
+            for node, job_id in self._ended:
+                kv = records.get(self.keys.job(job_id))
+                if kv is not None:
+                    self._classify(node, job_id, kv)
+                handled += 1
+        finally:
+            del self._ended[:handled]
+
+    def _classify(self, node: str, job_id: str, kv: KV) -> None:
+        record = JobRecord.from_json(kv.value)
+        if record.state.final:
+            self.finished.append((record.finished_at or time.time(), job_id))
+        elif record.state is JobState.QUEUED:
+            if job_id not in self.pending:
+                self._add_rerun(record, kv.mod_revision)
+        elif record.node == node:
+            # Still marked as running there, but its assignment is gone: the worker's
+            # lease expired (or it was revoked). Re-run it elsewhere.
+            self._requeue_lost(record, kv.mod_revision)
 
     def _requeue_lost(self, record: JobRecord, mod_revision: int) -> None:
         now = time.time()

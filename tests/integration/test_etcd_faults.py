@@ -109,3 +109,42 @@ def test_watches_that_fall_behind_compaction_resync(agents3):
     log = agent.log_text()
     assert "compacted" in log
     assert "session ended" not in log  # same session throughout: the watches resynced
+
+
+def test_jobs_in_flight_when_the_agents_member_pauses_all_complete(agents3):
+    """Every agent talks to member 0 first. Paused (SIGSTOP: calls hang, then time out), it
+    fails the master's reads and assignments and the workers' reports mid-flight; the agents
+    move to other members. Nothing accepted may be lost: plain jobs, jobs that need a
+    second attempt, and every result."""
+    from picluster_agent.client import Client
+    from picluster_agent.jobs import JobState
+    from picluster_agent.spec import build_spec
+
+    cluster = agents3.cluster
+    for name in ("pi1", "pi2", "pi3"):
+        agents3.start(name, lease_ttl=10, slots=4)
+    agents3.wait_registered(3)
+    master = agents3.by_name(agents3.wait_leader().name)
+    client = Client(",".join(m.client_url for m in cluster.members[1:]), prefix=agents3.prefix)
+    retry_once = build_spec(
+        'test "$PICLUSTER_ATTEMPT" -ge 2', shell=True, max_attempts=2, retry_backoff=0.1
+    )
+    # A steady stream of short jobs keeps the master stepping, so the pause lands mid-step.
+    specs = [build_spec(["true"]), retry_once] * 150
+    ids = [r.id for r in client.submit_many(specs)]
+    wait_for(
+        lambda: client.etcd.count_prefix(agents3.keys.results_dir) >= 30, 30, what="jobs running"
+    )
+
+    cluster.members[0].pause()
+    try:
+        wait_for(lambda: "now using endpoint" in master.log_text(), 30, what="the master moving on")
+    finally:
+        cluster.members[0].resume()
+
+    statuses = client.wait(ids, timeout=120)
+    assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+    for job_id, spec in zip(ids, specs, strict=True):
+        expected = 2 if spec is retry_once else 1
+        assert statuses[job_id].record.attempt == expected, statuses[job_id].record
+    assert all(a.running for a in agents3.started)
