@@ -482,8 +482,10 @@ class Worker:
             self._commit_one(report)
 
     def _commit_one(self, report: Report) -> None:
+        """Send one report until etcd takes or refuses it. Given up only with the session
+        (the lease then expires and the master runs the job again) or when the agent stops."""
         job = report.job
-        deadline = time.monotonic() + 30
+        backoff = defaults.RETRY_BACKOFF_MIN
         while not self.abandoned.is_set():
             try:
                 res = self.client.txn(
@@ -503,10 +505,12 @@ class Worker:
                 self._done([report])
                 return
             except PiclusterError as e:
-                if time.monotonic() > deadline or self.stop.is_set():
+                if self.stop.is_set():
                     log.error("could not report job %s: %s", report.record.id, e)
                     return
-                time.sleep(defaults.RETRY_BACKOFF_MIN)
+                log.warning("report of job %s failed (%s); retrying", report.record.id, e)
+                self.stop.wait(backoff)
+                backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)
 
     def _already_recorded(self, report: Report) -> bool:
         """After an indeterminate write: did our report commit after all?"""
