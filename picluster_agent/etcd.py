@@ -211,16 +211,21 @@ class _Member:
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+# The connection died before any request could be written: while connecting, or during the
+# TLS handshake because the peer went away (a killed node: "handshaker shutdown").
+_NOT_SENT_MARKS = ("failed to connect", "connection refused", "handshaker shutdown")
+
+
 def _never_sent(e: grpc.RpcError) -> bool:
     """True when the call failed while connecting, so a write was surely not applied."""
-    details = e.details() or ""
-    return e.code() == grpc.StatusCode.UNAVAILABLE and (
-        "failed to connect" in details.lower() or "connection refused" in details.lower()
-    )
+    details = (e.details() or "").lower()
+    return e.code() == grpc.StatusCode.UNAVAILABLE and any(m in details for m in _NOT_SENT_MARKS)
 
 
 def _tls_failure(e: grpc.RpcError) -> str | None:
-    """A readable reason when the call failed in the TLS layer, else None."""
+    """A readable reason when TLS itself refused the connection (a certificate, a protocol
+    mismatch): no other endpoint will do better. None for anything else, including a
+    handshake cut short by the network, which another endpoint may well survive."""
     details = e.details() or ""
     lowered = details.lower()
     if "certificate_verify_failed" in lowered:
@@ -228,6 +233,8 @@ def _tls_failure(e: grpc.RpcError) -> str | None:
     if "tsi_data_corrupted" in lowered or "unwrap failed" in lowered:
         # What a server that requires client certificates does to a client without one.
         return "the server ended the TLS session: does it need a client certificate (--cert/--key)?"
+    if "handshaker shutdown" in lowered:
+        return None
     for marker in ("handshake", "ssl_error", "tsi_", "certificate"):
         at = lowered.find(marker)
         if at >= 0:

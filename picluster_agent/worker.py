@@ -311,7 +311,9 @@ class Worker:
             on_done=lambda _process: self._ended(job),
         )
         job.process = process
-        if job.cancel_requested:
+        # Checked after `process` is set: the lease guard sets `abandoned` before it stops
+        # every job's process, so a job being started right then is stopped by one of us.
+        if job.cancel_requested or self.abandoned.is_set():
             process.stop(0)
         # The "running" mark waits a moment: most short jobs finish first and then need
         # only their result written (one write saved per job, and no queue ahead of it).
