@@ -16,8 +16,9 @@ See jobshim's docstring for how it notices. Keeping process control in one singl
 process also keeps it cheap: starting a job costs one fork+exec of the job itself, not a
 Python interpreter per job.
 
-Files of an attempt (the attempt directory is root-owned when the agent is root, so a job
-cannot swap them for symlinks; the files and work dir belong to the job's user):
+Files of an attempt, made by the supervisor (the attempt directory is root-owned when the
+agent is root, so a job cannot swap them for symlinks; the files and work dir belong to the
+job's user):
 
     <data_dir>/jobs/<job_id>/<attempt>/stdout
     <data_dir>/jobs/<job_id>/<attempt>/stderr
