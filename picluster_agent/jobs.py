@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .spec import JobSpec, parse_spec
+from .stored import field_defaults, without_defaults
 
 
 class JobState(enum.StrEnum):
@@ -51,25 +52,6 @@ FINAL_STATE_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in FINAL_STATES)
 MAX_NODE_LOSSES = 5
 
 
-def _defaults(cls: type) -> dict[str, Any]:
-    return {
-        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        for f in fields(cls)
-        if f.default is not MISSING or f.default_factory is not MISSING
-    }
-
-
-def _stored(obj: Any, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Fields as a dict, without those at their defaults (etcd's cost grows with the bytes),
-    and without `asdict`'s deep copy (which cost most of an agent's CPU)."""
-    out = {}
-    for name in names:
-        value = getattr(obj, name)
-        if name not in defaults or value != defaults[name]:
-            out[name] = value
-    return out
-
-
 @dataclass(frozen=True)
 class JobRecord:
     """The state of one job; the value of `<prefix>/jobs/<id>` (JSON)."""
@@ -94,7 +76,7 @@ class JobRecord:
 
     def to_json(self) -> str:
         """Compact JSON; fields at their defaults (null, 0, no history) are left out."""
-        data = _stored(self, _RECORD_FIELDS, _RECORD_DEFAULTS)
+        data = without_defaults(((n, getattr(self, n)) for n in _RECORD_FIELDS), _RECORD_DEFAULTS)
         if "history" in data:
             data["history"] = list(self.history)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -151,7 +133,7 @@ class JobResult:
     error: str | None = None
 
     def to_json(self) -> str:
-        data = _stored(self, _RESULT_FIELDS, _RESULT_DEFAULTS)
+        data = without_defaults(((n, getattr(self, n)) for n in _RESULT_FIELDS), _RESULT_DEFAULTS)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -163,6 +145,6 @@ class JobResult:
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))
-_RECORD_DEFAULTS = _defaults(JobRecord)
+_RECORD_DEFAULTS = field_defaults(JobRecord)
 _RESULT_FIELDS = tuple(f.name for f in fields(JobResult))
-_RESULT_DEFAULTS = _defaults(JobResult)
+_RESULT_DEFAULTS = field_defaults(JobResult)

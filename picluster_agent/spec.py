@@ -14,12 +14,13 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from .errors import ConfigError, InvalidName
 from .keys import validate_job_id, validate_node_name
+from .stored import field_defaults, without_defaults
 
 MAX_SPEC_BYTES = 1024 * 1024  # of JSON, UTF-8 encoded
 MAX_ATTEMPTS_LIMIT = 100
@@ -107,11 +108,7 @@ class JobSpec:
         A no-op job's spec is then a fifth of the size: every job's spec is written to
         etcd three times, and etcd's cost grows with the bytes (docs/BENCHMARKS.md).
         """
-        out = {}
-        for name, value in self.to_dict().items():
-            if name not in _DEFAULTS or value != _DEFAULTS[name]:
-                out[name] = value
-        return out
+        return without_defaults(self.to_dict().items(), _DEFAULTS)
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, compact, UTF-8 text, fields at their defaults left
@@ -126,11 +123,7 @@ class JobSpec:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobSpec))
-_DEFAULTS: dict[str, Any] = {
-    f.name: f.default if f.default is not MISSING else f.default_factory()
-    for f in fields(JobSpec)
-    if f.default is not MISSING or f.default_factory is not MISSING
-}
+_DEFAULTS = field_defaults(JobSpec)
 
 
 def parse_spec(raw: bytes | str | Mapping[str, Any], job_id: str) -> JobSpec:
