@@ -1,6 +1,6 @@
 """Node-side retention: the output directories of finished jobs do not pile up on the card.
 
-Every attempt writes `<data_dir>/jobs/<job-id>/<attempt>/` (stdout, stderr, a work dir).
+Every attempt writes into `<data_dir>/jobs/<job-id>/` (its stdout, stderr and work dir).
 The master removes finished jobs from etcd past `keep_finished` / `keep_finished_seconds`;
 the janitor applies the same two limits to the job directories of its own node, oldest
 first, and never touches a job that is assigned to the node.

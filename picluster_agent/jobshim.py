@@ -34,7 +34,7 @@ those handoffs cost more than the job.
 
 Protocol (agent -> supervisor):
   {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs",
-   "attempt_dir": path, "work_dir": path|null, "stdout": path, "stderr": path,
+   "job_dir": path, "work_dir": path|null, "stdout": path, "stderr": path,
    "uid": int|null, "gid": int|null, "groups": [int]|null, "tail": bytes,
    "timeout": seconds|null, "grace": seconds}
   {"op": "stop", "token": T, "grace": seconds}
@@ -46,14 +46,20 @@ Supervisor -> agent:
 where C is the main process's exit code, or -N when it was killed by signal N, and a tail is
 the last `tail` bytes of the output, decoded as UTF-8 (errors replaced).
 
-Files of an attempt: `attempt_dir` (mode 0755, owned by the agent's user; an earlier run's
-leftovers are removed) holds `stdout` and `stderr` (0640) and, when the job has no cwd of its
-own, `work_dir` (0750); those three belong to `uid`:`gid` when given.
+Files of an attempt: `job_dir` (mode 0755, owned by the agent's user, shared by the job's
+attempts) holds the attempt's `stdout` and `stderr` (0640) and, when the job has no cwd of
+its own, its `work_dir` (0750); those three belong to `uid`:`gid` when given, and an earlier
+run's leftovers of the same attempt are removed first. One directory per job and one per
+attempt, no more: on ext4 a mkdir costs the kernel ~0.2 ms, several times a file's creation.
+
+All paths are absolute: the supervisor works from "/" and borrows the job's cwd only for the
+moment of a spawn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
@@ -75,13 +81,14 @@ class _Job:
     __slots__ = ("code", "deadline", "ended", "grace", "kill_at", "outputs", "pid", "proc",
                  "stopped", "tail", "timed_out", "token")  # fmt: skip
 
-    def __init__(self, token: int, proc: subprocess.Popen[bytes], timeout: float | None,
-                 grace: float, outputs: tuple[str, str], tail: int) -> None:  # fmt: skip
+    def __init__(self, token: int, pid: int, proc: subprocess.Popen[bytes] | None,
+                 timeout: float | None, grace: float, outputs: tuple[str, str],
+                 tail: int) -> None:  # fmt: skip
         self.token = token
         self.outputs = outputs  # stdout, stderr paths
         self.tail = tail
-        self.proc = proc
-        self.pid = proc.pid  # also the process group id: the job leads its own session
+        self.proc = proc  # kept only when started through subprocess (a change of user)
+        self.pid = pid  # also the process group id: the job leads its own session
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.grace = grace
         self.kill_at: float | None = None
@@ -114,6 +121,7 @@ class Supervisor:
         # Handlers, not SIG_IGN: ignored signals would be inherited by the jobs across exec.
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _ignore)
+        os.chdir("/")  # keep no directory busy; jobs get their cwd at spawn
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -196,25 +204,30 @@ class Supervisor:
         try:
             fds = self._prepare(msg)
         except OSError as e:
-            where = e.filename or msg["attempt_dir"]
+            where = e.filename or msg["job_dir"]
             self._send({"ev": "error", "token": token,
                         "error": f"cannot prepare {where}: {e.strerror or e}"})  # fmt: skip
             return
         try:
-            extra: dict[str, Any] = {}
-            if msg.get("uid") is not None:
-                extra = {"user": msg["uid"], "group": msg["gid"], "extra_groups": msg["groups"]}
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fds[0],
-                stderr=fds[1],
-                cwd=cwd,
-                env=msg["env"],
-                start_new_session=True,
-                close_fds=True,
-                **extra,
-            )
+            proc = None
+            if msg.get("uid") is None:
+                pid = _spawn_here(argv, msg["env"], cwd, fds)
+            else:
+                # A change of user: posix_spawn cannot, subprocess can (with a plain fork).
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=fds[0],
+                    stderr=fds[1],
+                    cwd=cwd,
+                    env=msg["env"],
+                    start_new_session=True,
+                    close_fds=True,
+                    user=msg["uid"],
+                    group=msg["gid"],
+                    extra_groups=msg["groups"],
+                )
+                pid = proc.pid
         except OSError as e:
             self._send({"ev": "error", "token": token, "error": _start_error(e, argv, cwd)})
             return
@@ -225,30 +238,34 @@ class Supervisor:
             for fd in fds:
                 os.close(fd)
         outputs = (msg["stdout"], msg["stderr"])
-        job = _Job(token, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"])
+        job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"])
         self.jobs[job.pid] = job
         self.by_token[token] = job
         self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
 
     def _prepare(self, msg: dict[str, Any]) -> list[int]:
-        """Make the attempt's directory and files; the output files' descriptors, opened."""
-        attempt_dir = msg["attempt_dir"]
+        """Make the attempt's files and work dir; the output files' descriptors, opened."""
+        job_dir = msg["job_dir"]
         try:
-            os.mkdir(os.path.dirname(attempt_dir), 0o755)
+            os.mkdir(job_dir, 0o755)
         except FileExistsError:
             pass
         except FileNotFoundError:  # the first job, or the data dir was removed
-            os.makedirs(os.path.dirname(attempt_dir), 0o755, exist_ok=True)
+            os.makedirs(job_dir, 0o755, exist_ok=True)
+        else:
+            if self.umask & 0o755:  # a stricter umask than systemd's default took bits away
+                os.chmod(job_dir, 0o755)
         try:
-            os.mkdir(attempt_dir, 0o755)
+            return self._make_attempt_files(msg)
         except FileExistsError:  # leftovers of an earlier run of this same attempt
-            shutil.rmtree(attempt_dir)
-            os.mkdir(attempt_dir, 0o755)
-        if self.umask & 0o755:  # a stricter umask than systemd's default took bits away
-            os.chmod(attempt_dir, 0o755)
+            _remove_attempt_files(msg)
+            return self._make_attempt_files(msg)
+
+    @staticmethod
+    def _make_attempt_files(msg: dict[str, Any]) -> list[int]:
         uid, gid = msg.get("uid"), msg.get("gid")
-        # O_EXCL and no symlinks: the directory is new and ours (we may be root, writing
-        # where a job user can see).
+        # O_EXCL and no symlinks: the files are new and ours (we may be root, writing where
+        # a job user can see).
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         fds: list[int] = []
         try:
@@ -287,7 +304,8 @@ class Supervisor:
                 continue  # an orphaned grandchild, reparented to us as subreaper
             job.code = os.waitstatus_to_exitcode(status)
             job.ended = time.time()
-            job.proc.returncode = job.code  # so Popen never tries to reap it again
+            if job.proc is not None:
+                job.proc.returncode = job.code  # so Popen never tries to reap it again
             if not _group_empty(job.pid):  # leftovers: stop them like a stopped job
                 self._terminate(job, job.grace)
 
@@ -391,6 +409,58 @@ def _start_error(e: OSError, argv: list[str], cwd: str) -> str:
     if isinstance(e, PermissionError):
         return f"cannot execute {argv[0]!r}: {reason}"
     return f"cannot start {argv[0]!r}: {reason}"
+
+
+def _remove_attempt_files(msg: dict[str, Any]) -> None:
+    for path in (msg["stdout"], msg["stderr"]):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if msg.get("work_dir"):
+        shutil.rmtree(msg["work_dir"], ignore_errors=True)
+
+
+def _spawn_here(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) -> int:
+    """Start a job as ourselves with posix_spawn (a vfork: in this process a third of what
+    subprocess costs), from `cwd`, in a session of its own; returns its pid.
+
+    The supervisor is single-threaded, so it can borrow `cwd` for the moment of the spawn.
+    One difference from subprocess: glibc's posix_spawn leaves its two internal signals (32
+    and 33) ignored in the job; glibc installs their handlers when a program needs them
+    (checked: setuid() in a threaded Python job works).
+    """
+    os.chdir(cwd)
+    try:
+        return os.posix_spawn(
+            _executable(argv[0], env),
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fds[0], 1),
+                (os.POSIX_SPAWN_DUP2, fds[1], 2),
+            ],
+            setsid=True,
+            # Python ignores these two; a job must start with the defaults (as subprocess does).
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    finally:
+        os.chdir("/")
+
+
+def _executable(name: str, env: dict[str, str]) -> str:
+    """Where execvpe would find `name` on the job's PATH (relative entries: from the cwd)."""
+    if "/" in name:
+        return name
+    denied = None
+    for directory in os.get_exec_path(env):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = denied or candidate
+    if denied is not None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def _killpg(pgid: int, sig: int) -> None:

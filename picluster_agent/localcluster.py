@@ -99,8 +99,13 @@ class EtcdMember:
     def start(self) -> None:
         self.log_path = self.data_dir.with_suffix(".log")
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        # One scheduler thread per member unless told otherwise: the members stand in for
+        # separate nodes but share this machine's cores with each other, the agents and the
+        # jobs, and Go's default (one per core) lets each member spin idle threads looking for
+        # work. Measured on 2 cores, 3 members: -25 % etcd CPU per job (docs/BENCHMARKS.md).
+        env = {"GOMAXPROCS": "1", **os.environ}
         self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
         log.close()
 

@@ -16,13 +16,13 @@ See jobshim's docstring for how it notices. Keeping process control in one singl
 process also keeps it cheap: starting a job costs one fork+exec of the job itself, not a
 Python interpreter per job.
 
-Files of an attempt, made by the supervisor (the attempt directory is root-owned when the
+Files of an attempt, made by the supervisor (the job's directory is root-owned when the
 agent is root, so a job cannot swap them for symlinks; the files and work dir belong to the
 job's user):
 
-    <data_dir>/jobs/<job_id>/<attempt>/stdout
-    <data_dir>/jobs/<job_id>/<attempt>/stderr
-    <data_dir>/jobs/<job_id>/<attempt>/work/     the default working directory
+    <data_dir>/jobs/<job_id>/<attempt>.stdout
+    <data_dir>/jobs/<job_id>/<attempt>.stderr
+    <data_dir>/jobs/<job_id>/<attempt>/         the default working directory, fresh per attempt
 
 `data_dir` must be traversable (o+x) by the run_as user.
 """
@@ -113,12 +113,13 @@ class JobProcess:
         self.run_as = run_as
         self.kill_grace = kill_grace
         self.extra_env = dict(extra_env)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).absolute()  # the supervisor works from "/"
         self.on_done = on_done
-        self.attempt_dir = self.data_dir / "jobs" / job_id / str(attempt)
-        self.stdout_path = self.attempt_dir / "stdout"
-        self.stderr_path = self.attempt_dir / "stderr"
-        self.work_dir = self.attempt_dir / "work"
+        # Strings: built once per attempt, and pathlib's joins cost more than the job's start.
+        self.job_dir = f"{self.data_dir}/jobs/{job_id}"
+        self._stdout = f"{self.job_dir}/{attempt}.stdout"
+        self._stderr = f"{self.job_dir}/{attempt}.stderr"
+        self._work_dir = f"{self.job_dir}/{attempt}"
 
         self._lock = threading.Lock()
         self._replied = threading.Event()  # the supervisor answered the spawn request
@@ -142,6 +143,19 @@ class JobProcess:
     def pid(self) -> int | None:
         """The job's main process id (also its process group id), once started."""
         return self._pid
+
+    @property
+    def stdout_path(self) -> Path:
+        return Path(self._stdout)
+
+    @property
+    def stderr_path(self) -> Path:
+        return Path(self._stderr)
+
+    @property
+    def work_dir(self) -> Path:
+        """The default working directory (made only when the spec has no cwd)."""
+        return Path(self._work_dir)
 
     def start(self, wait_started: bool = True) -> None:
         """Start the attempt. Problems of the job itself end up in `wait()`'s outcome.error.
@@ -212,11 +226,11 @@ class JobProcess:
         return {
             "argv": self.spec.argv(),
             "env": env,
-            "cwd": self.spec.cwd or str(self.work_dir),
-            "attempt_dir": str(self.attempt_dir),
-            "work_dir": None if self.spec.cwd else str(self.work_dir),
-            "stdout": str(self.stdout_path),
-            "stderr": str(self.stderr_path),
+            "cwd": self.spec.cwd or self._work_dir,
+            "job_dir": self.job_dir,
+            "work_dir": None if self.spec.cwd else self._work_dir,
+            "stdout": self._stdout,
+            "stderr": self._stderr,
             "uid": uid,
             "gid": gid,
             "groups": groups,
@@ -310,8 +324,8 @@ class JobProcess:
         code = self._code
         if self._tails is None:  # ended without the supervisor's exit event (lost, error)
             self._tails = (
-                jobshim.read_tail(str(self.stdout_path), self.tail_bytes),
-                jobshim.read_tail(str(self.stderr_path), self.tail_bytes),
+                jobshim.read_tail(self._stdout, self.tail_bytes),
+                jobshim.read_tail(self._stderr, self.tail_bytes),
             )
         return Outcome(
             exit_code=code if code is not None and code >= 0 else None,

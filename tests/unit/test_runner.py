@@ -118,8 +118,8 @@ def test_signal_death(make: Callable[..., JobProcess], sig: int) -> None:
 def test_output_files_and_tails(make: Callable[..., JobProcess], tmp_path: Path) -> None:
     proc = make("echo out; echo err >&2", shell=True, job_id="j-out", attempt=2)
     outcome = run(proc)
-    assert proc.stdout_path == tmp_path / "jobs" / "j-out" / "2" / "stdout"
-    assert proc.stderr_path == tmp_path / "jobs" / "j-out" / "2" / "stderr"
+    assert proc.stdout_path == tmp_path / "jobs" / "j-out" / "2.stdout"
+    assert proc.stderr_path == tmp_path / "jobs" / "j-out" / "2.stderr"
     assert proc.stdout_path.read_text() == "out\n" == outcome.stdout_tail
     assert proc.stderr_path.read_text() == "err\n" == outcome.stderr_tail
 
@@ -138,6 +138,23 @@ def test_argv_is_not_shell_interpreted(make: Callable[..., JobProcess]) -> None:
 def test_stdin_is_dev_null(make: Callable[..., JobProcess]) -> None:
     outcome = run(make(["sh", "-c", "cat; readlink /proc/self/fd/0"]), timeout=5)
     assert outcome.stdout_tail == "/dev/null\n"
+
+
+def test_job_inherits_only_its_three_standard_streams(make: Callable[..., JobProcess]) -> None:
+    code = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+    # 3 is listdir's own descriptor; nothing of the agent's or the supervisor's leaks in.
+    assert run(make([sys.executable, "-c", code])).stdout_tail == "[0, 1, 2, 3]\n"
+
+
+def test_job_starts_with_default_signal_dispositions(make: Callable[..., JobProcess]) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ; a job must not inherit that ("yes" would then
+    # complain about a broken pipe instead of dying quietly).
+    outcome = run(make("grep SigIgn /proc/self/status; yes | head -n1", shell=True))
+    ignored, rest = outcome.stdout_tail.split("\n", 1)
+    assert rest == "y\n" and outcome.stderr_tail == ""
+    # Signals 1-31: none ignored. (glibc's posix_spawn leaves its own two internal signals,
+    # 32 and 33, ignored; glibc installs their handlers when a program needs them.)
+    assert int(ignored.removeprefix("SigIgn:\t"), 16) & 0x7FFF_FFFF == 0
 
 
 # --- environment and working directory ---------------------------------------------------------
@@ -170,7 +187,7 @@ def test_default_cwd_is_a_fresh_work_dir(make: Callable[..., JobProcess]) -> Non
     proc = make(["sh", "-c", "pwd; ls -A; touch made-here"])
     outcome = run(proc)
     assert outcome.stdout_tail == f"{proc.work_dir}\n"
-    assert proc.work_dir == proc.stdout_path.parent / "work"
+    assert proc.work_dir == proc.stdout_path.parent / "1"
     assert (proc.work_dir / "made-here").exists()
 
 
@@ -185,6 +202,34 @@ def test_spec_cwd(make: Callable[..., JobProcess], tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.mkdir()
     assert run(make(["pwd"], cwd=str(target))).stdout_tail == f"{target}\n"
+
+
+def test_command_is_looked_up_on_the_jobs_own_path(
+    make: Callable[..., JobProcess], tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hello-xyz").write_text("#!/bin/sh\necho hello from $0\n")
+    (bin_dir / "hello-xyz").chmod(0o755)
+    (bin_dir / "locked-xyz").write_text("#!/bin/sh\necho no\n")
+    outcome = run(make(["hello-xyz"], env={"PATH": f"/nonexistent:{bin_dir}"}))
+    assert outcome.stdout_tail == f"hello from {bin_dir}/hello-xyz\n"
+    outcome = run(make(["locked-xyz"], env={"PATH": str(bin_dir)}, job_id="locked"))
+    assert outcome.error is not None and "cannot execute 'locked-xyz'" in outcome.error
+
+
+def test_relative_command_and_data_dir(
+    make: Callable[..., JobProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "run.sh").write_text("#!/bin/sh\necho ran in $(pwd)\n")
+    (tmp_path / "tool" / "run.sh").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    # A relative data dir is the agent's, not the supervisor's; "./x" is from the job's cwd.
+    proc = make(["./run.sh"], cwd=str(tmp_path / "tool"), data_dir=Path("rel-data"))
+    assert run(proc).stdout_tail == f"ran in {tmp_path / 'tool'}\n"
+    assert proc.stdout_path == tmp_path / "rel-data" / "jobs" / "job1" / "1.stdout"
+    assert proc.stdout_path.read_text() == f"ran in {tmp_path / 'tool'}\n"
 
 
 def test_bad_cwd_is_an_error(make: Callable[..., JobProcess]) -> None:
@@ -462,7 +507,7 @@ def test_run_as_user(
     assert names == f"{job_user.pw_name} {job_user.pw_name} /nonexistent"
     for path in (proc.stdout_path, proc.stderr_path, proc.work_dir, proc.work_dir / "mine"):
         assert (path.stat().st_uid, path.stat().st_gid) == (job_user.pw_uid, job_user.pw_gid)
-    assert proc.stdout_path.parent.stat().st_uid == 0  # the attempt dir stays the agent's
+    assert proc.stdout_path.parent.stat().st_uid == 0  # the job's dir stays the agent's
 
 
 def test_run_as_user_gets_supplementary_groups(
