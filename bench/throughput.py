@@ -11,10 +11,20 @@ the master's heartbeat all count).
 bulk: jobs go in with `submit_many` (64 per txn). stream: one submission per txn from 8
 threads, as many users on many nodes would submit.
 
-This VM's speed varies by half from one minute to the next (its host is shared): each run
-also times a fixed pure-Python loop before and after ("machine: calibration"), so runs
-can be compared with the machine's state at the time. --repeat N runs N fresh clusters in
-a row and prints every run, then the median.
+Each run also times a fixed pure-Python loop before and after ("machine: calibration"), and
+names the filesystem its data is on ("filesystem:"), so runs can be compared with the
+machine's state at the time. --repeat N runs N fresh clusters in a row and prints every
+run, then the median.
+
+--base-dir DIR puts the run's etcd data and the agents' data dirs under DIR (default: the
+system's temp dir). Where matters on the standard VM: its root is ext4 *without a journal*,
+and ext4 then skips every inode freed in the last 1-6 minutes at each file creation (to
+keep a crash from reviving it), scanning past them one by one. After a big deletion, such
+as the previous run's clean-up, each job's files cost the kernel milliseconds, and a run
+measures that instead of picluster. A Raspberry Pi's card is ext4 with a journal;
+`bench/scratch-fs` makes and mounts one (an image file on a loop device) for the runs:
+
+    bench/scratch-fs && .venv/bin/python bench/throughput.py --base-dir /mnt/picluster-bench
 """
 
 from __future__ import annotations
@@ -110,6 +120,27 @@ def cpu_times() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
 
 
+def filesystem(path: Path) -> str:
+    """The type and source of the filesystem holding `path`; for ext4, whether it journals."""
+    dev = os.stat(path).st_dev
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[2] != wanted:
+            continue
+        fstype, source = fields[fields.index("-") + 1 : fields.index("-") + 3]
+        if fstype != "ext4":
+            return f"{fstype} ({source})"
+        journal = Path(f"/sys/fs/ext4/{Path(source).name}/journal_task")
+        if journal.exists() and journal.read_text().strip() == "<none>":
+            return (
+                f"ext4 ({source}) WITHOUT a journal: file creation is slow for minutes after "
+                "big deletions (see --base-dir in this script's help)"
+            )
+        return f"ext4 ({source}) with a journal"
+    return "unknown"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -125,6 +156,9 @@ def main() -> int:
         "--rate", type=float, default=0.0, help="stream mode: submit at this many jobs/s"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs, each on a fresh cluster")
+    parser.add_argument(
+        "--base-dir", type=Path, default=None, help="where the run's data goes (see above)"
+    )
     args = parser.parse_args()
     rates = [run_once(args) for _ in range(args.repeat)]
     if len(rates) > 1:
@@ -139,7 +173,8 @@ def main() -> int:
 def run_once(args: argparse.Namespace) -> float:
     """One run on a fresh 3-member etcd and 3 agents; prints its figures, returns jobs/s."""
     calibration_before = calibration_ms()
-    base = Path(tempfile.mkdtemp(prefix="picluster-bench-"))
+    base = Path(tempfile.mkdtemp(prefix="picluster-bench-", dir=args.base_dir))
+    base_fs = filesystem(base)
     keys = Keys("/bench")
     cluster = EtcdCluster(base / "etcd", 3).start()
     eps = cluster.endpoints
@@ -245,6 +280,7 @@ def run_once(args: argparse.Namespace) -> float:
         f"{100 * ticks[7] / total:.0f} % stolen by the host; calibration loop "
         f"{calibration_before:.0f} ms before, {calibration_after:.0f} ms after (lower is faster)"
     )
+    print(f"  filesystem: {base_fs}")
     return n / (t_end - t0)
 
 
