@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from picluster_agent.client import Client, summarize
+from picluster_agent.fsinfo import filesystem_of
 from picluster_agent.keys import Keys
 from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
 from picluster_agent.spec import build_spec
@@ -121,24 +122,15 @@ def cpu_times() -> list[int]:
 
 
 def filesystem(path: Path) -> str:
-    """The type and source of the filesystem holding `path`; for ext4, whether it journals."""
-    dev = os.stat(path).st_dev
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[2] != wanted:
-            continue
-        fstype, source = fields[fields.index("-") + 1 : fields.index("-") + 3]
-        if fstype != "ext4":
-            return f"{fstype} ({source})"
-        journal = Path(f"/sys/fs/ext4/{Path(source).name}/journal_task")
-        if journal.exists() and journal.read_text().strip() == "<none>":
-            return (
-                f"ext4 ({source}) WITHOUT a journal: file creation is slow for minutes after "
-                "big deletions (see --base-dir in this script's help)"
-            )
-        return f"ext4 ({source}) with a journal"
-    return "unknown"
+    info = filesystem_of(path)
+    if info is None:
+        return "unknown"
+    if info.ext4_without_journal:
+        return (
+            f"{info.describe()}: file creation is slow for minutes after big deletions "
+            "(see --base-dir in this script's help)"
+        )
+    return info.describe()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from . import defaults
 from .config import AgentConfig
@@ -21,6 +22,7 @@ from .election import Election, retry_transient
 from .endpoints import preferred_order
 from .errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
 from .etcd import EtcdClient, TLSFiles, op_put
+from .fsinfo import filesystem_of
 from .keys import Keys
 from .registry import NodeInfo, register
 from .session import Session, SessionState
@@ -71,6 +73,7 @@ class Agent:
             self.cfg.lease_ttl,
             "master-eligible" if self.cfg.master else "worker only",
         )
+        warn_if_slow_filesystem(Path(self.cfg.data_dir))
         previous_lease = 0
         while not self.stop_event.is_set():
             session = self._new_session()
@@ -263,3 +266,19 @@ def leader_heartbeat(election: Election, stop: StopSignal) -> None:
                 log.warning("leader record not written: %s", e)
         if stop.wait(interval):
             return
+
+
+def warn_if_slow_filesystem(data_dir: Path) -> None:
+    """Say so when job directories will live on ext4 without a journal (see fsinfo)."""
+    existing = next((p for p in (data_dir, *data_dir.parents) if p.exists()), None)
+    info = filesystem_of(existing) if existing is not None else None
+    if info is not None and info.ext4_without_journal:
+        log.warning(
+            "data dir %s is on %s: such a filesystem skips every inode freed in the last "
+            "minutes at each file creation, so starting jobs gets slower while old job "
+            "directories are removed; give it a journal (tune2fs -O has_journal %s, "
+            "unmounted) or put the data dir elsewhere",
+            data_dir,
+            info.describe(),
+            info.source,
+        )
