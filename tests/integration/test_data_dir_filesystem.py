@@ -1,15 +1,44 @@
-"""The agent warns when its data dir is on ext4 without a journal (see picluster_agent.fsinfo)."""
+"""The agent warns when its data dir is on ext4 without a journal (see picluster_agent.fsinfo).
+
+Both kinds of ext4 are real: small images on loop devices (needs root, as the flash tests do).
+"""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from picluster_agent.fsinfo import filesystem_of
 from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
 
 WARNING = "skips every inode freed in the last minutes"
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Callable[[bool], Path]]:
+    """Mounts a fresh 32 MiB ext4, with or without a journal; unmounts them all at the end."""
+    mounted: list[Path] = []
+
+    def make(journal: bool) -> Path:
+        name = "journal" if journal else "nojournal"
+        image, mount_point = tmp_path / f"{name}.img", tmp_path / name
+        with open(image, "wb") as handle:
+            handle.truncate(32 * 1024 * 1024)
+        features = "has_journal" if journal else "^has_journal"
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", features, str(image)], check=True)
+        mount_point.mkdir()
+        subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
+        mounted.append(mount_point)
+        return mount_point
+
+    yield make
+    for mount_point in mounted:
+        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 def _started_log(agent: AgentProcess) -> str:
@@ -21,16 +50,25 @@ def _started_log(agent: AgentProcess) -> str:
         agent.terminate()
 
 
-def test_warning_follows_the_data_dirs_filesystem(
-    etcd1: EtcdCluster, prefix: str, tmp_path: Path
+def test_warning_on_ext4_without_a_journal(
+    etcd1: EtcdCluster, prefix: str, ext4: Callable[[bool], Path]
 ) -> None:
-    # tmp_path is on this machine's disk: the standard VM's root is ext4 without a journal.
-    info = filesystem_of(tmp_path)
-    assert info is not None
-    text = _started_log(AgentProcess("disk", etcd1.endpoints_csv, prefix, tmp_path / "disk"))
-    assert (WARNING in text) == info.ext4_without_journal, info.describe()
-    if info.ext4_without_journal:
-        assert f"tune2fs -O has_journal {info.source}" in text
+    mount_point = ext4(False)
+    info = filesystem_of(mount_point)
+    assert info is not None and info.ext4_without_journal, info
+    text = _started_log(AgentProcess("bare", etcd1.endpoints_csv, prefix, mount_point / "data"))
+    assert WARNING in text
+    assert f"tune2fs -O has_journal {info.source}" in text
+
+
+def test_no_warning_on_ext4_with_a_journal(
+    etcd1: EtcdCluster, prefix: str, ext4: Callable[[bool], Path]
+) -> None:
+    mount_point = ext4(True)
+    info = filesystem_of(mount_point)
+    assert info is not None and info.fstype == "ext4" and info.journal is True, info
+    text = _started_log(AgentProcess("card", etcd1.endpoints_csv, prefix, mount_point / "data"))
+    assert "registered as" in text and WARNING not in text
 
 
 def test_no_warning_on_tmpfs(etcd1: EtcdCluster, prefix: str) -> None:
@@ -39,4 +77,4 @@ def test_no_warning_on_tmpfs(etcd1: EtcdCluster, prefix: str) -> None:
         text = _started_log(AgentProcess("shm", etcd1.endpoints_csv, prefix, base / "data"))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    assert WARNING not in text
+    assert "registered as" in text and WARNING not in text
