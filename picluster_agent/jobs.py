@@ -47,6 +47,10 @@ FINAL_STATES = frozenset(
 # a record without any of these is not final, and need not be parsed to know it.
 FINAL_STATE_MARKS = tuple(f'"state":"{s.value}"'.encode() for s in FINAL_STATES)
 
+# Compact, sorted, UTF-8 JSON. One encoder for all: json.dumps with options builds a new one
+# per call, and records are encoded several times per job.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
 # A node that dies mid-job is not the job's fault: such re-runs don't use up max_attempts,
 # but a job that keeps killing its nodes is stopped after this many losses.
 MAX_NODE_LOSSES = 5
@@ -79,7 +83,7 @@ class JobRecord:
         data = without_defaults(((n, getattr(self, n)) for n in _RECORD_FIELDS), _RECORD_DEFAULTS)
         if "history" in data:
             data["history"] = list(self.history)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _encode(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobRecord:
@@ -134,7 +138,7 @@ class JobResult:
 
     def to_json(self) -> str:
         data = without_defaults(((n, getattr(self, n)) for n in _RESULT_FIELDS), _RESULT_DEFAULTS)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _encode(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobResult:

@@ -75,6 +75,7 @@ PARENT_POLL = 0.5  # seconds between getppid() checks
 DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class _Job:
@@ -358,7 +359,7 @@ class Supervisor:
 
     def _send(self, msg: dict[str, Any]) -> None:
         if self.out_ok:
-            self.pending += (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+            self.pending += (_encode(msg) + "\n").encode()
 
     def _flush(self, wait: float = 0.0) -> None:
         """Write pending events; with `wait`, keep trying that long for the reader to drain."""

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +55,7 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_LANG = "C.UTF-8"
 
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
+_encode_request = json.JSONEncoder(separators=(",", ":")).encode
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class JobProcess:
         job_id: str,
         attempt: int,
         node: str,
-        data_dir: Path,
+        data_dir: str | os.PathLike[str],
         tail_bytes: int = DEFAULT_TAIL_BYTES,
         run_as: str | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
@@ -113,16 +114,19 @@ class JobProcess:
         self.run_as = run_as
         self.kill_grace = kill_grace
         self.extra_env = dict(extra_env)
-        self.data_dir = Path(data_dir).absolute()  # the supervisor works from "/"
         self.on_done = on_done
-        # Strings: built once per attempt, and pathlib's joins cost more than the job's start.
-        self.job_dir = f"{self.data_dir}/jobs/{job_id}"
+        # Strings: built once per attempt, and pathlib costs more than the job's start.
+        # Absolute, because the supervisor works from "/".
+        self._data_dir = os.path.abspath(data_dir)
+        self.job_dir = f"{self._data_dir}/jobs/{job_id}"
         self._stdout = f"{self.job_dir}/{attempt}.stdout"
         self._stderr = f"{self.job_dir}/{attempt}.stderr"
         self._work_dir = f"{self.job_dir}/{attempt}"
 
         self._lock = threading.Lock()
-        self._replied = threading.Event()  # the supervisor answered the spawn request
+        # Set when the supervisor has answered the spawn request; made only for a caller that
+        # waits for it (an Event costs as much as the rest of this constructor).
+        self._replied: threading.Event | None = None
         self._done = threading.Event()
         self._begun = False
         self._stop_requested = False
@@ -138,6 +142,10 @@ class JobProcess:
         self._error: str | None = None
         self._tails: tuple[str, str] | None = None  # read by the supervisor at exit
         self._outcome: Outcome | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self._data_dir)
 
     @property
     def pid(self) -> int | None:
@@ -168,6 +176,8 @@ class JobProcess:
                 raise RuntimeError(f"job {self.job_id} attempt {self.attempt} already started")
             self._begun = True
             cancelled = self._stop_requested
+            if wait_started:
+                self._replied = threading.Event()
         if cancelled:
             self._finish(error=None)
             return
@@ -184,7 +194,7 @@ class JobProcess:
             return
         if self._stop_requested:  # stop() came while we were starting: deliver it now
             self.stop(self._stop_grace)
-        if wait_started:
+        if self._replied is not None:
             self._replied.wait()
 
     def stop(self, grace: float | None = None) -> None:
@@ -282,7 +292,9 @@ class JobProcess:
         with self._lock:
             self._pid = pid
             self._started_at = t
-        self._replied.set()
+            replied = self._replied
+        if replied is not None:
+            replied.set()
 
     def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool,
                  tails: tuple[str, str]) -> None:  # fmt: skip
@@ -307,8 +319,10 @@ class JobProcess:
             self._started_at = self._started_at or now
             self._ended_at = now
             self._stopped = self._stop_requested
+            replied = self._replied
         self._done.set()
-        self._replied.set()
+        if replied is not None:
+            replied.set()
         self._notify_done()
 
     def _notify_done(self) -> None:
@@ -356,6 +370,12 @@ class _Supervisor:
 
     The process is forked from the reader thread, which lives as long as the supervisor does,
     so that PR_SET_PDEATHSIG (tied to the forking thread) fires only when the agent dies.
+
+    Requests made by a thread inside `batch()` (the reader thread handling one read's
+    events starts the next jobs as the last ones end; a watch delivers several assignments)
+    leave in one write at its end: one wakeup of the supervisor for all of them. A request
+    from outside a batch sends everything before it, so requests keep their order (a stop
+    never overtakes its spawn).
     """
 
     def __init__(self) -> None:
@@ -364,6 +384,8 @@ class _Supervisor:
         self._next_token = 1
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdin: IO[bytes] | None = None
+        self._unsent = bytearray()
+        self._batching: set[int] = set()  # threads whose requests wait for their batch's end
         self.error: str | None = None
         self.alive = False
         ready = threading.Event()
@@ -395,13 +417,40 @@ class _Supervisor:
             self._write(msg)
 
     def _write(self, msg: dict[str, Any]) -> None:
+        """Send (or, on the reader thread in a batch, queue) one request; under `_lock`."""
         if not self.alive or self._stdin is None:
             raise _SupervisorGone(self.error or "job supervisor is not running")
+        self._unsent += _encode_request(msg).encode()
+        self._unsent += b"\n"
+        if threading.get_ident() not in self._batching:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        if not self._unsent or self._stdin is None:
+            return
+        data, self._unsent = bytes(self._unsent), bytearray()
         try:
-            self._stdin.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            self._stdin.write(data)
             self._stdin.flush()
         except (OSError, ValueError) as e:
+            # The reader sees the supervisor's end and fails every job it had (`_lost`).
             raise _SupervisorGone(f"job supervisor is not running: {e}") from e
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._lock:
+            nested = me in self._batching
+            self._batching.add(me)
+        try:
+            yield
+        finally:
+            if not nested:
+                with self._lock:
+                    self._batching.discard(me)
+                    # If this fails, the reader sees the supervisor gone and fails the jobs.
+                    with contextlib.suppress(_SupervisorGone):
+                        self._send_unsent()
 
     def _run(self, ready: threading.Event) -> None:
         try:
@@ -420,8 +469,13 @@ class _Supervisor:
         self.alive = True
         ready.set()
         assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self._event(json.loads(line))
+        fd = self._proc.stdout.fileno()
+        rest = b""
+        while chunk := _read(fd):
+            *lines, rest = (rest + chunk).split(b"\n")
+            with self.batch():
+                for line in lines:
+                    self._event(json.loads(line))
         self._lost()
 
     def _event(self, msg: dict[str, Any]) -> None:
@@ -472,10 +526,26 @@ def _supervisor() -> _Supervisor:
         return _current
 
 
+def batched_requests() -> contextlib.AbstractContextManager[None]:
+    """Jobs this thread starts or stops inside the block reach the supervisor in one write,
+    at the end of the block."""
+    with _current_lock:
+        current = _current if _current is not None and _current.alive else None
+    return current.batch() if current is not None else contextlib.nullcontext()
+
+
 def supervisor_pid() -> int | None:
     """The pid of this process's job supervisor, if one is running (for diagnostics/tests)."""
     with _current_lock:
         return _current.pid if _current is not None and _current.alive else None
+
+
+def _read(fd: int) -> bytes:
+    """What the pipe has (b"" at EOF, or on an error: the supervisor is gone either way)."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
 
 
 def _killpg(pgid: int, sig: int) -> None:

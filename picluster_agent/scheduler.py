@@ -649,16 +649,17 @@ class Scheduler:
 
     def _assignment(self, p: Pending, node: NodeSlots, now: float) -> tuple[JobRecord, list, list]:
         base = p.record or self._first_record(p, now)
+        attempt = base.attempt + 1
         record = base.with_(
             state=JobState.ASSIGNED,
-            attempt=base.attempt + 1,
+            attempt=attempt,
             node=node.name,
             assigned_at=now,
             started_at=None,
             finished_at=None,
             reason=None,
+            history=base.note("assigned", attempt=attempt, node=node.name),
         )
-        record = record.with_(history=record.note("assigned", node=node.name))
         # The job key compares what we read: a cancel or a second master (impossible while
         # the guard holds, but cheap to rule out) cannot be overwritten.
         compares = [cmp_modified_at(p.source_key, p.source_revision)]

@@ -79,18 +79,15 @@ class JobSpec:
     def __post_init__(self) -> None:
         for name, value in _checked(self).items():
             object.__setattr__(self, name, value)
-        # The canonical JSON is made once: it is checked for size here and is what to_json
-        # returns (a spec is encoded again and again on its way through the cluster).
-        canonical = json.dumps(
-            self.stored_dict(),
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        # The stored form and its canonical JSON are made once: the JSON is checked for size
+        # here, and both are what stored_dict and to_json return (a spec travels through the
+        # cluster in every record of its job).
+        stored = without_defaults(self.to_dict().items(), _DEFAULTS)
+        canonical = _encode_canonical(stored)
         size = len(canonical.encode("utf-8"))
         if size > MAX_SPEC_BYTES:
             raise SpecError(_oversize(size))
+        object.__setattr__(self, "_stored", stored)
         object.__setattr__(self, "_canonical", canonical)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +105,7 @@ class JobSpec:
         A no-op job's spec is then a fifth of the size: every job's spec is written to
         etcd three times, and etcd's cost grows with the bytes (docs/BENCHMARKS.md).
         """
-        return without_defaults(self.to_dict().items(), _DEFAULTS)
+        return dict(self._stored)  # type: ignore[attr-defined]
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, compact, UTF-8 text, fields at their defaults left
@@ -123,6 +120,9 @@ class JobSpec:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobSpec))
+_encode_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 _DEFAULTS = field_defaults(JobSpec)
 
 

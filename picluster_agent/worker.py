@@ -32,7 +32,7 @@ from .etcd import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
 from .janitor import JobDirJanitor
 from .jobs import JobRecord, JobResult, JobState
 from .keys import Keys
-from .runner import JobProcess, Outcome
+from .runner import JobProcess, Outcome, batched_requests
 from .session import Session
 from .spec import SpecError, retry_delay
 from .stopping import StopSignal
@@ -118,7 +118,8 @@ class Worker:
         self.cancels: set[str] = set()
         self.lock = threading.Lock()
         self.reports: queue.Queue[Report] = queue.Queue()
-        self.marks: dict[str, tuple[float, Report]] = {}  # job id -> (due, running mark)
+        # Running marks not sent yet: job id -> (when due, the job, its start time).
+        self.marks: dict[str, tuple[float, RunningJob, float]] = {}
         self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
         self._last_report = 0.0
         self.report_interval = report_interval(cfg.slots, cfg.prefetch)
@@ -203,9 +204,10 @@ class Worker:
     # ------------------------------------------------------------ events
 
     def _on_assign_events(self, events: list[Event], _revision: int) -> None:
-        for e in events:
-            if e.type == "PUT" and e.kv.version == 1:
-                self._on_assignment(e.kv)
+        with batched_requests():  # the jobs these start reach the supervisor in one write
+            for e in events:
+                if e.type == "PUT" and e.kv.version == 1:
+                    self._on_assignment(e.kv)
 
     def _on_cancel_events(self, events: list[Event], _revision: int) -> None:
         for e in events:
@@ -317,10 +319,10 @@ class Worker:
             process.stop(0)
         # The "running" mark waits a moment: most short jobs finish first and then need
         # only their result written (one write saved per job, and no queue ahead of it).
-        # Queued before the start, so that an attempt ending at once finds and drops it.
-        started = record.with_(state=JobState.RUNNING, started_at=time.time())
+        # Queued before the start, so that an attempt ending at once finds and drops it; its
+        # record is made only when it is due.
         with self.lock:
-            self.marks[record.id] = (time.monotonic() + RUNNING_MARK_DELAY, Report(job, started))
+            self.marks[record.id] = (time.monotonic() + RUNNING_MARK_DELAY, job, time.time())
         process.start(wait_started=False)
 
     def _ended(self, job: RunningJob) -> None:
@@ -436,14 +438,18 @@ class Worker:
 
     def _next_mark_in(self) -> float:
         with self.lock:
-            due = min((d for d, _ in self.marks.values()), default=None)
+            due = min((m[0] for m in self.marks.values()), default=None)
         return 0.2 if due is None else max(0.001, min(0.2, due - time.monotonic()))
 
     def _due_marks(self) -> list[Report]:
         now = time.monotonic()
         with self.lock:
-            due = [job_id for job_id, (d, _) in self.marks.items() if d <= now]
-            return [self.marks.pop(job_id)[1] for job_id in due]
+            due = [job_id for job_id, mark in self.marks.items() if mark[0] <= now]
+            marks = [self.marks.pop(job_id) for job_id in due]
+        return [
+            Report(job, job.record.with_(state=JobState.RUNNING, started_at=started_at))
+            for _, job, started_at in marks
+        ]
 
     def _busy(self) -> bool:
         with self.lock:
