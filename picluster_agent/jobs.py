@@ -100,7 +100,8 @@ class JobRecord:
         return replace(self, **changes)
 
     def note(self, event: str, **details: Any) -> tuple[dict[str, Any], ...]:
-        """History plus one entry; bounded so that a record stays small."""
+        """History plus one entry (`details` may name the attempt it is about); bounded so
+        that a record stays small."""
         entry = {"event": event, "attempt": self.attempt, **details}
         return (*self.history, entry)[-20:]
 
