@@ -55,11 +55,17 @@ MIN_REPORT_INTERVAL = 0.05
 
 
 def report_interval(slots: int, prefetch: int) -> float:
-    """A node with prefetched work may report half as often (twice as many results per txn):
-    its free slots are filled from its own queue, not by the master's answer to the report.
-    Measured: with prefetch 16 on 8 slots, half the report txns and ~10 % less CPU per job
-    at the same throughput (docs/BENCHMARKS.md)."""
-    return MIN_REPORT_INTERVAL * (1.0 + min(1.0, prefetch / max(1, slots)))
+    """A node with prefetched work may report less often (more results per txn): its free
+    slots are filled from its own queue, not by the master's answer to the report.
+
+    Up to twice the base interval once the queue is as deep as the slots; beyond two slots'
+    worth, growing with half the depth, up to four times the base. The queue must outlast
+    the wait: a node that reports later than its queue lasts idles (measured: prefetch 16
+    on 8 slots does ~10 % fewer jobs/s with 150 ms than with 100 ms; prefetch 48 with
+    200 ms does ~12 % more than prefetch 16 with 100 ms, with a third fewer txns; see
+    docs/BENCHMARKS.md)."""
+    depth = prefetch / max(1, slots)
+    return MIN_REPORT_INTERVAL * min(4.0, max(1.0 + min(1.0, depth), 1.0 + depth / 2))
 
 
 @dataclass
