@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from .stopping import StopSignal
 
 log = logging.getLogger(__name__)
 
-# etcd refuses a txn with more than 128 operations and requests over 1.5 MiB by default.
+# etcd refuses a txn with more than 128 compares or more than 128 operations, and requests
+# over 1.5 MiB, by default.
 MAX_TXN_OPS = 128
 MAX_TXN_BYTES = 1024 * 1024
 # A job still running this long after its start gets a "running" mark in etcd.
@@ -104,6 +106,28 @@ class Report:
     def size(self, keys: Keys) -> int:
         self.ops(keys)
         return self._size
+
+
+def txn_chunks(reports: list[Report], keys: Keys) -> Iterator[list[Report]]:
+    """The reports in order, in groups that fit one txn each.
+
+    etcd limits a txn's compares and its operations to MAX_TXN_OPS each (not together), and
+    a request's size: a report has one compare (on its assignment) and one to three
+    operations, so up to 42 results share a txn.
+    """
+    chunk: list[Report] = []
+    ops = size = 0
+    for report in reports:
+        n, s = len(report.ops(keys)), report.size(keys)
+        full = ops + n > MAX_TXN_OPS or len(chunk) + 1 > MAX_TXN_OPS or size + s > MAX_TXN_BYTES
+        if chunk and full:
+            yield chunk
+            chunk, ops, size = [], 0, 0
+        chunk.append(report)
+        ops += n
+        size += s
+    if chunk:
+        yield chunk
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
@@ -465,17 +489,7 @@ class Worker:
         # A job that finished before its "running" mark was sent needs only the result.
         finished = {r.record.id for r in batch if r.result is not None}
         batch = [r for r in batch if r.result is not None or r.record.id not in finished]
-        chunk: list[Report] = []
-        ops = size = 0
-        for report in batch:
-            n, s = len(report.ops(self.keys)) + 1, report.size(self.keys)
-            if chunk and (ops + n > MAX_TXN_OPS or size + s > MAX_TXN_BYTES):
-                self._commit(chunk)
-                chunk, ops, size = [], 0, 0
-            chunk.append(report)
-            ops += n
-            size += s
-        if chunk:
+        for chunk in txn_chunks(batch, self.keys):
             self._commit(chunk)
 
     def _commit(self, chunk: list[Report]) -> None:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from picluster_agent.errors import ConfigError, Unavailable
+from picluster_agent.errors import ConfigError, PiclusterError, Unavailable
 from picluster_agent.etcd import (
     EtcdClient,
     Event,
@@ -19,6 +19,7 @@ from picluster_agent.etcd import (
 )
 from picluster_agent.localcluster import free_port, wait_for
 from picluster_agent.session import Session, SessionState
+from picluster_agent.worker import MAX_TXN_OPS
 
 
 class Collector:
@@ -55,6 +56,23 @@ def test_revisions_are_ints_and_txn_results_are_bools(etcd1):
     assert fenced.succeeded is True
     kvs, at = client.get_prefix("/c/")
     assert [k.key for k in kvs] == ["/c/a", "/c/b"] and at >= fenced.revision
+
+
+def test_txn_limit_counts_compares_and_operations_apart(etcd1):
+    # The worker packs reports by this rule (worker.txn_chunks): 128 compares and 128
+    # operations in one txn are fine, one more of either is refused and changes nothing.
+    client = etcd1.client()
+    limit = MAX_TXN_OPS
+    compares = [cmp_absent(f"/limit/c{i}") for i in range(limit)]
+    done = client.txn(compares, [op_put(f"/limit/a{i}", "v") for i in range(limit)])
+    assert done.succeeded
+    for n_compares, n_ops in ((limit + 1, 1), (1, limit + 1)):
+        with pytest.raises(PiclusterError, match="too many operations"):
+            client.txn(
+                [cmp_absent(f"/limit/c{i}") for i in range(n_compares)],
+                [op_put(f"/limit/b{i}", "v") for i in range(n_ops)],
+            )
+    assert client.count_prefix("/limit/b") == 0
 
 
 def test_utf8_values_round_trip(etcd1):
