@@ -417,7 +417,7 @@ class _Supervisor:
             self._write(msg)
 
     def _write(self, msg: dict[str, Any]) -> None:
-        """Send (or, on the reader thread in a batch, queue) one request; under `_lock`."""
+        """Send one request, or queue it if this thread is inside `batch()`; under `_lock`."""
         if not self.alive or self._stdin is None:
             raise _SupervisorGone(self.error or "job supervisor is not running")
         self._unsent += _encode_request(msg).encode()
@@ -438,6 +438,7 @@ class _Supervisor:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
+        """This thread's requests inside the block leave together at its end (nestable)."""
         me = threading.get_ident()
         with self._lock:
             nested = me in self._batching
