@@ -336,6 +336,36 @@ def test_stop_before_start(make: Callable[..., JobProcess]) -> None:
     assert outcome.cancelled and outcome.error is None and proc.pid is None
 
 
+def test_requests_in_a_batch_leave_together_and_in_order(make: Callable[..., JobProcess]) -> None:
+    run(make(["true"], job_id="warm"))  # the supervisor is running
+    current = runner._current
+    assert current is not None
+    with runner.batched_requests():
+        job = make(["sleep", "1000"], job_id="batched")
+        job.start(wait_started=False)
+        assert current._unsent  # held back: nothing reaches the supervisor yet
+        job.stop(grace=0)  # queued behind its spawn, not ahead of it
+    # A stop that overtook its spawn would name an unknown job: `sleep` would run on.
+    outcome = job.wait(10)
+    assert outcome is not None and outcome.cancelled and outcome.signal == signal.SIGKILL
+    assert not current._unsent
+
+
+def test_a_request_from_outside_a_batch_sends_the_batch_first(
+    make: Callable[..., JobProcess],
+) -> None:
+    run(make(["true"], job_id="warm"))
+    with runner.batched_requests():
+        job = make(["sleep", "1000"], job_id="batched")
+        job.start(wait_started=False)
+        other = threading.Thread(target=job.stop, kwargs={"grace": 0})
+        other.start()
+        other.join(5)
+        # Sent by the other thread's stop, spawn first: the job ends inside the block.
+        outcome = job.wait(10)
+    assert outcome is not None and outcome.cancelled and outcome.signal == signal.SIGKILL
+
+
 def test_start_twice_is_a_programming_error(make: Callable[..., JobProcess]) -> None:
     proc = make(["true"])
     run(proc)
