@@ -50,7 +50,7 @@ Files of an attempt: `job_dir` (mode 0755, owned by the agent's user, shared by 
 attempts) holds the attempt's `stdout` and `stderr` (0640) and, when the job has no cwd of
 its own, its `work_dir` (0750); those three belong to `uid`:`gid` when given, and an earlier
 run's leftovers of the same attempt are removed first. One directory per job and one per
-attempt, no more: on ext4 a mkdir costs the kernel ~0.2 ms, several times a file's creation.
+attempt, no more (the outputs sit beside the work dir, not in a directory of their own).
 
 All paths are absolute: the supervisor works from "/" and borrows the job's cwd only for the
 moment of a spawn.
