@@ -257,6 +257,7 @@ def leader_heartbeat(election: Election, stop: StopSignal) -> None:
                 "since": since,
                 "heartbeat": time.time(),
                 "pid": os.getpid(),
+                "epoch": election.create_revision,
             }
             try:
                 election.fenced_txn([op_put(keys.leader, json.dumps(record, sort_keys=True))])

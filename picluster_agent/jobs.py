@@ -77,6 +77,10 @@ class JobRecord:
     exit_code: int | None = None
     reason: str | None = None  # why it failed / was rejected / is waiting
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # The master that wrote this record: its election key's create revision (its epoch).
+    # 0 (left out) when a worker wrote it. Lets a history checker tie every master write to
+    # an epoch and prove that no deposed master's write was accepted.
+    epoch: int = 0
 
     def to_json(self) -> str:
         """Compact JSON; fields at their defaults (null, 0, no history) are left out."""

@@ -422,6 +422,7 @@ class Scheduler:
             submitted_at=now,
             finished_at=now,
             reason=reason,
+            epoch=self.election.create_revision,
         )
         ok = self._fenced(
             [op_delete(kv.key), op_put(self.keys.job(job_id), record.to_json())],
@@ -503,6 +504,7 @@ class Scheduler:
                 reason=f"node {lost_on} lost during attempt {record.attempt}",
                 history=record.note("lost", node=lost_on),
             )
+        new = new.with_(epoch=self.election.create_revision)
         key = self.keys.job(record.id)
         ops = [op_put(key, new.to_json())]
         if new.state is JobState.CANCELLED:
@@ -542,6 +544,7 @@ class Scheduler:
             finished_at=now,
             reason="cancelled before it started",
             history=record.note("cancelled"),
+            epoch=self.election.create_revision,
         )
         ops = [op_put(self.keys.job(p.id), record.to_json()), op_delete(self.keys.cancel(p.id))]
         compares = [cmp_modified_at(p.source_key, p.source_revision)]
@@ -659,6 +662,7 @@ class Scheduler:
             finished_at=None,
             reason=None,
             history=base.note("assigned", attempt=attempt, node=node.name),
+            epoch=self.election.create_revision,
         )
         # The job key compares what we read: a cancel or a second master (impossible while
         # the guard holds, but cheap to rule out) cannot be overwritten.

@@ -260,7 +260,8 @@ class Worker:
         except (ValueError, KeyError, TypeError) as e:
             log.error("unreadable assignment %s: %s", kv.key, e)
             return
-        job = RunningJob(record, kv.key, kv.create_revision)
+        # The worker's own writes of the record carry no master epoch.
+        job = RunningJob(record.with_(epoch=0), kv.key, kv.create_revision)
         with self.lock:
             if record.id in self.jobs:
                 return

@@ -27,3 +27,10 @@ def test_stored_records_leave_out_defaults_and_read_back_equal():
     )
     assert JobRecord.from_json(done.to_json()) == done
     assert '"exit_code":0' in done.to_json()  # a zero that is not the default (None) stays
+
+
+def test_a_master_write_names_its_epoch_and_a_worker_write_leaves_it_out():
+    by_master = JobRecord(id="j1", spec={}, state=JobState.ASSIGNED, attempt=1, epoch=42)
+    assert '"epoch":42' in by_master.to_json()
+    assert JobRecord.from_json(by_master.to_json()).epoch == 42
+    assert "epoch" not in by_master.with_(epoch=0).to_json()
