@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         import ansible_runner
     except ImportError:
         print(
-            "picluster: provision needs ansible-runner: pip install 'picluster[provision]'",
+            "picluster: provision needs ansible-runner, from the provision extra of "
+            "picluster-agent: in the checkout, pip install '.[provision]' "
+            "(or pipx install --force '.[provision]')",
             file=sys.stderr,
         )
         return EXIT_USAGE
