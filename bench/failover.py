@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from picluster_agent.election import current_leader
-from picluster_agent.keys import Keys
-from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.coord.election import current_leader
+from picluster_agent.etcd.keys import Keys
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
 
 
 def main() -> int:

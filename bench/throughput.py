@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 
 from picluster_agent.client import Client, summarize
-from picluster_agent.fsinfo import filesystem_of
-from picluster_agent.keys import Keys
-from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
-from picluster_agent.spec import build_spec
+from picluster_agent.etcd.keys import Keys
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.jobs.spec import build_spec
+from picluster_agent.node.fsinfo import filesystem_of
 
 
 def _own_and_reaped(pid: int) -> tuple[float, float]:

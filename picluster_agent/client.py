@@ -21,13 +21,13 @@ from typing import Any
 
 from . import defaults
 from .config import Connection, build_connection, default_config_path, load_file
+from .coord.registry import NodeInfo
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
-from .etcd import EtcdClient, Event, TLSFiles, cmp_absent, op_get, op_put
-from .ids import new_job_id
-from .jobs import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
-from .keys import Keys, validate_job_id, validate_node_name
-from .registry import NodeInfo
-from .spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches, parse_spec
+from .etcd.adapter import EtcdClient, Event, TLSFiles, cmp_absent, op_get, op_put
+from .etcd.keys import Keys, validate_job_id, validate_node_name
+from .jobs.ids import new_job_id
+from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
+from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches, parse_spec
 
 # One submission costs two compares; etcd allows 128 compares per txn.
 SUBMIT_BATCH = 64

@@ -17,7 +17,7 @@ import yaml
 
 from . import defaults
 from .errors import ConfigError
-from .keys import validate_node_name, validate_prefix
+from .etcd.keys import validate_node_name, validate_prefix
 
 # Keys allowed in the YAML file; anything else is a typo we refuse to guess about.
 FILE_KEYS = {

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from picluster_agent.election import Leader, current_leader
-from picluster_agent.etcd import EtcdClient
-from picluster_agent.keys import Keys
-from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.coord.election import Leader, current_leader
+from picluster_agent.etcd.adapter import EtcdClient
+from picluster_agent.etcd.keys import Keys
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from picluster_agent.localcluster import free_port
+from picluster_agent.etcd.localcluster import free_port
 
 
 def _one_line_error(result, code: int, *needles: str) -> None:

@@ -1,4 +1,4 @@
-"""The agent warns when its data dir is on ext4 without a journal (see picluster_agent.fsinfo).
+"""The agent warns when its data dir is on ext4 without a journal (see picluster_agent.node.fsinfo).
 
 Both kinds of ext4 are real: small images on loop devices (needs root, as the flash tests do).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from picluster_agent.fsinfo import filesystem_of
-from picluster_agent.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.node.fsinfo import filesystem_of
 
 WARNING = "skips every inode freed in the last minutes"
 

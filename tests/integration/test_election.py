@@ -6,8 +6,8 @@ import json
 import signal
 import time
 
-from picluster_agent.etcd import Event
-from picluster_agent.localcluster import wait_for
+from picluster_agent.etcd.adapter import Event
+from picluster_agent.etcd.localcluster import wait_for
 
 TTL = 3
 

@@ -1,4 +1,4 @@
-"""Contract tests for picluster_agent.etcd on real etcd: what the other modules rely on."""
+"""Contract tests for picluster_agent.etcd.adapter on real etcd: what the other modules rely on."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import threading
 
 import pytest
 
+from picluster_agent.coord.session import Session, SessionState
+from picluster_agent.duties.worker import MAX_TXN_OPS
 from picluster_agent.errors import ConfigError, PiclusterError, Unavailable
-from picluster_agent.etcd import (
+from picluster_agent.etcd.adapter import (
     EtcdClient,
     Event,
     Watch,
@@ -17,9 +19,7 @@ from picluster_agent.etcd import (
     op_get,
     op_put,
 )
-from picluster_agent.localcluster import free_port, wait_for
-from picluster_agent.session import Session, SessionState
-from picluster_agent.worker import MAX_TXN_OPS
+from picluster_agent.etcd.localcluster import free_port, wait_for
 
 
 class Collector:
@@ -100,7 +100,7 @@ def test_missing_tls_file_is_a_config_error(tmp_path):
 
 
 def _tls(**kwargs):
-    from picluster_agent.etcd import TLSFiles
+    from picluster_agent.etcd.adapter import TLSFiles
 
     return TLSFiles(**kwargs)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from picluster_agent.localcluster import wait_for
+from picluster_agent.etcd.localcluster import wait_for
 
 TTL = 3
 
@@ -85,7 +85,7 @@ def test_watches_that_fall_behind_compaction_resync(agents3):
     """Master and worker watches resume after an outage; if etcd compacted the revisions they
     missed meanwhile, they re-read instead of silently missing events."""
     from picluster_agent.client import Client
-    from picluster_agent.jobs import JobState
+    from picluster_agent.jobs.records import JobState
 
     cluster = agents3.cluster
     agent = agents3.start("pi1", lease_ttl=8, endpoints=cluster.members[0].client_url)
@@ -117,8 +117,8 @@ def test_jobs_in_flight_when_the_agents_member_pauses_all_complete(agents3):
     move to other members. Nothing accepted may be lost: plain jobs, jobs that need a
     second attempt, and every result."""
     from picluster_agent.client import Client
-    from picluster_agent.jobs import JobState
-    from picluster_agent.spec import build_spec
+    from picluster_agent.jobs.records import JobState
+    from picluster_agent.jobs.spec import build_spec
 
     cluster = agents3.cluster
     for name in ("pi1", "pi2", "pi3"):

@@ -6,12 +6,12 @@ import logging
 import time
 
 from picluster_agent.config import build_agent_config, build_connection
-from picluster_agent.etcd import op_delete, op_put
-from picluster_agent.jobs import JobRecord, JobResult, JobState
-from picluster_agent.keys import Keys
-from picluster_agent.session import Session
+from picluster_agent.coord.session import Session
+from picluster_agent.duties.worker import Report, RunningJob, Worker
+from picluster_agent.etcd.adapter import op_delete, op_put
+from picluster_agent.etcd.keys import Keys
+from picluster_agent.jobs.records import JobRecord, JobResult, JobState
 from picluster_agent.stopping import AnyEvent
-from picluster_agent.worker import Report, RunningJob, Worker
 
 
 def _record(attempt: int, node: str) -> JobRecord:

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from picluster_agent.client import Client, summarize
-from picluster_agent.etcd import EtcdClient
-from picluster_agent.jobs import JobState
-from picluster_agent.localcluster import wait_for
+from picluster_agent.etcd.adapter import EtcdClient
+from picluster_agent.etcd.localcluster import wait_for
+from picluster_agent.jobs.records import JobState
 
 TTL = 3
 

@@ -12,9 +12,9 @@ import pytest
 
 from picluster_agent.client import Client, summarize
 from picluster_agent.errors import NotFound
-from picluster_agent.jobs import JobState
-from picluster_agent.localcluster import EtcdCluster, wait_for
-from picluster_agent.spec import build_spec
+from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
+from picluster_agent.jobs.records import JobState
+from picluster_agent.jobs.spec import build_spec
 
 from conftest import Agents
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from picluster_agent.localcluster import EtcdCluster, EtcdMember
+from picluster_agent.etcd.localcluster import EtcdCluster, EtcdMember
 
 
 def _environ(member: EtcdMember) -> list[bytes]:

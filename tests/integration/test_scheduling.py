@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from picluster_agent.client import Client
-from picluster_agent.jobs import JobState
-from picluster_agent.localcluster import wait_for
+from picluster_agent.etcd.localcluster import wait_for
+from picluster_agent.jobs.records import JobState
 
 
 def _client(agents) -> Client:
@@ -128,7 +128,7 @@ def test_finished_jobs_are_removed_after_retention(agents, tmp_path):
 
 
 def _spec():
-    from picluster_agent.spec import build_spec
+    from picluster_agent.jobs.spec import build_spec
 
     return build_spec(["true"])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from picluster_agent.localcluster import AgentProcess, EtcdCluster, ServerTLS, wait_for
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, ServerTLS, wait_for
 
 
 def _openssl(*args: str) -> None:

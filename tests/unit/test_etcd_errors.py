@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from picluster_agent.etcd import _never_sent, _tls_failure
+from picluster_agent.etcd.adapter import _never_sent, _tls_failure
 
 
 class Failure(grpc.RpcError):

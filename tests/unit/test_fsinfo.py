@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from picluster_agent.fsinfo import FsInfo, ext4_journal, filesystem_of, mount_of
+from picluster_agent.node.fsinfo import FsInfo, ext4_journal, filesystem_of, mount_of
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

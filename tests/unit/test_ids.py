@@ -5,7 +5,7 @@ import time
 import pytest
 
 from picluster_agent.errors import InvalidName
-from picluster_agent.ids import is_ulid, job_id_time, new_job_id, validate_job_id
+from picluster_agent.jobs.ids import is_ulid, job_id_time, new_job_id, validate_job_id
 
 
 def test_new_job_id_is_a_valid_ulid_and_job_id() -> None:

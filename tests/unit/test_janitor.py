@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from picluster_agent.janitor import JobDirJanitor
+from picluster_agent.node.janitor import JobDirJanitor
 
 
 def _job_dir(root, job_id, mtime=None):

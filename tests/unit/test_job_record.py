@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from picluster_agent.jobs import FINAL_STATE_MARKS, JobRecord, JobState
+from picluster_agent.jobs.records import FINAL_STATE_MARKS, JobRecord, JobState
 
 
 @pytest.mark.parametrize("state", list(JobState))

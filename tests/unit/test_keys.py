@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from picluster_agent.errors import InvalidName
-from picluster_agent.keys import Keys, prefix_end, validate_job_id, validate_node_name
+from picluster_agent.etcd.keys import Keys, prefix_end, validate_job_id, validate_node_name
 
 K = Keys("/picluster")
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from picluster_agent.provision import RunState, add_parser, build_cmdline
+from picluster_agent.cli.provision import RunState, add_parser, build_cmdline
 
 
 def ev(kind: str, **data: object) -> dict[str, object]:

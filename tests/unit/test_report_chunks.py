@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from picluster_agent.jobs import JobRecord, JobResult, JobState
-from picluster_agent.keys import Keys
-from picluster_agent.worker import MAX_TXN_OPS, Report, RunningJob, txn_chunks
+from picluster_agent.duties.worker import MAX_TXN_OPS, Report, RunningJob, txn_chunks
+from picluster_agent.etcd.keys import Keys
+from picluster_agent.jobs.records import JobRecord, JobResult, JobState
 
 KEYS = Keys("/chunks")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from picluster_agent import runner
-from picluster_agent.runner import JobProcess, Outcome, supervisor_pid
-from picluster_agent.spec import build_spec
+from picluster_agent.jobs.spec import build_spec
+from picluster_agent.node import runner
+from picluster_agent.node.runner import JobProcess, Outcome, supervisor_pid
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -440,8 +440,8 @@ def test_unusable_data_dir_is_a_clear_error(
 FAKE_AGENT = """
 import sys, time
 from pathlib import Path
-from picluster_agent.runner import JobProcess, supervisor_pid
-from picluster_agent.spec import build_spec
+from picluster_agent.node.runner import JobProcess, supervisor_pid
+from picluster_agent.jobs.spec import build_spec
 
 proc = JobProcess(build_spec("sleep 1000 & sleep 1000", shell=True), job_id="orphan",
                   attempt=1, node="fake", data_dir=Path(sys.argv[1]), kill_grace=30)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from picluster_agent.errors import ConfigError, PiclusterError
-from picluster_agent.spec import (
+from picluster_agent.jobs.spec import (
     MAX_RETRY_DELAY,
     MAX_SPEC_BYTES,
     JobSpec,

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, PiclusterError
-from .etcd import EtcdClient, TLSFiles
+from ..errors import ConfigError, PiclusterError
+from .adapter import EtcdClient, TLSFiles
 
 
 def find_etcd() -> str:

@@ -25,18 +25,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import defaults
+from .. import defaults
+from ..config import AgentConfig
+from ..coord.session import Session
+from ..errors import PiclusterError, Unavailable
+from ..etcd.adapter import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
+from ..etcd.keys import Keys
+from ..jobs.records import JobRecord, JobResult, JobState
+from ..jobs.spec import SpecError, retry_delay
+from ..node.janitor import JobDirJanitor
+from ..node.runner import JobProcess, Outcome, batched_requests
+from ..stopping import StopSignal
 from .agent import WorkerDuty
-from .config import AgentConfig
-from .errors import PiclusterError, Unavailable
-from .etcd import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
-from .janitor import JobDirJanitor
-from .jobs import JobRecord, JobResult, JobState
-from .keys import Keys
-from .runner import JobProcess, Outcome, batched_requests
-from .session import Session
-from .spec import SpecError, retry_delay
-from .stopping import StopSignal
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from .errors import ConfigError, InvalidName
-from .keys import validate_job_id, validate_node_name
+from ..errors import ConfigError, InvalidName
+from ..etcd.keys import validate_job_id, validate_node_name
 from .stored import field_defaults, without_defaults
 
 MAX_SPEC_BYTES = 1024 * 1024  # of JSON, UTF-8 encoded

@@ -19,10 +19,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .config import AgentConfig
-from .election import Election
-from .errors import NotLeader, PiclusterError, Unavailable
-from .etcd import (
+from ..config import AgentConfig
+from ..coord.election import Election
+from ..coord.registry import NodeInfo
+from ..coord.session import SessionState
+from ..errors import NotLeader, PiclusterError, Unavailable
+from ..etcd.adapter import (
     KV,
     Compare,
     EtcdClient,
@@ -35,12 +37,10 @@ from .etcd import (
     op_get,
     op_put,
 )
-from .jobs import MAX_NODE_LOSSES, JobRecord, JobState
-from .keys import Keys
-from .registry import NodeInfo
-from .session import SessionState
-from .spec import JobSpec, SpecError, matches, parse_spec
-from .stopping import StopSignal
+from ..etcd.keys import Keys
+from ..jobs.records import MAX_NODE_LOSSES, JobRecord, JobState
+from ..jobs.spec import JobSpec, SpecError, matches, parse_spec
+from ..stopping import StopSignal
 
 log = logging.getLogger(__name__)
 

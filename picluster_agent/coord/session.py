@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import defaults
-from .errors import PiclusterError, SessionLost
-from .etcd import EtcdClient
+from .. import defaults
+from ..errors import PiclusterError, SessionLost
+from ..etcd.adapter import EtcdClient
 
 log = logging.getLogger(__name__)
 

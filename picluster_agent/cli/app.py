@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import __version__, defaults
-from .config import Connection, build_agent_config, from_flags
-from .election import current_leader
-from .errors import ConfigError, NotFound, PiclusterError, Unavailable
-from .etcd import EtcdClient, TLSFiles
-from .keys import Keys
+from .. import __version__, defaults
+from ..config import Connection, build_agent_config, from_flags
+from ..coord.election import current_leader
+from ..coord.registry import list_nodes
+from ..errors import ConfigError, NotFound, PiclusterError, Unavailable
+from ..etcd.adapter import EtcdClient, TLSFiles
+from ..etcd.keys import Keys
 from .output import emit, error
-from .registry import list_nodes
 
 EXIT_CODES = """exit codes:
   0  success
@@ -74,9 +74,9 @@ def connect(args: argparse.Namespace) -> tuple[EtcdClient, Keys]:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from .agent import Agent, leader_heartbeat
-    from .scheduler import scheduler_duty
-    from .worker import worker_duty_factory
+    from ..duties.agent import Agent, leader_heartbeat
+    from ..duties.scheduler import scheduler_duty
+    from ..duties.worker import worker_duty_factory
 
     file, conn = _load(args)
     cfg = build_agent_config(
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: Any) -> None:
     """Subcommands that live in their own modules."""
-    from . import jobs_cli
+    from . import jobs as jobs_cli
 
     jobs_cli.add_parsers(sub, _connection_options, _output_option)
     try:

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import Client, summarize
-from .election import Leader, current_leader
-from .keys import Keys
-from .localcluster import AgentProcess, EtcdCluster, wait_for
-from .registry import list_nodes
-from .spec import build_spec
+from ..client import Client, summarize
+from ..coord.election import Leader, current_leader
+from ..coord.registry import list_nodes
+from ..etcd.keys import Keys
+from ..etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from ..jobs.spec import build_spec
 
 TTL = 3
 console = Console()

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .client import Client, JobStatus, summarize
-from .config import from_flags, parse_labels
-from .errors import ConfigError
-from .jobs import JobState
+from ..client import Client, JobStatus, summarize
+from ..config import from_flags, parse_labels
+from ..errors import ConfigError
+from ..jobs.records import JobState
+from ..jobs.spec import JobSpec, SpecError, build_spec, parse_duration, parse_spec, parse_start_time
 from .output import emit, error
-from .spec import JobSpec, SpecError, build_spec, parse_duration, parse_spec, parse_start_time
 
 EXIT_DUPLICATE = 5
 EXIT_JOB_FAILED = 6

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import defaults
-from .errors import NotLeader, SessionLost, Unavailable
-from .etcd import (
+from .. import defaults
+from ..errors import NotLeader, SessionLost, Unavailable
+from ..etcd.adapter import (
     KV,
     Compare,
     EtcdClient,
@@ -33,9 +33,9 @@ from .etcd import (
     op_get,
     op_put,
 )
-from .keys import Keys
+from ..etcd.keys import Keys
+from ..stopping import StopSignal
 from .session import Session
-from .stopping import StopSignal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

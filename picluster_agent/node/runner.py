@@ -45,9 +45,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
+from ..etcd.keys import validate_job_id
+from ..jobs.spec import JobSpec
 from . import jobshim
-from .keys import validate_job_id
-from .spec import JobSpec
 
 DEFAULT_TAIL_BYTES = 65536
 DEFAULT_KILL_GRACE = 10.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
-from . import __version__
+from .. import __version__
+from ..errors import ConfigError
+from ..etcd.adapter import EtcdClient, cmp_absent, op_get, op_put
+from ..etcd.keys import Keys
 from .election import current_leader
-from .errors import ConfigError
-from .etcd import EtcdClient, cmp_absent, op_get, op_put
-from .keys import Keys
 from .session import Session
 
 

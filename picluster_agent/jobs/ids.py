@@ -12,7 +12,7 @@ import re
 
 from ulid import ULID
 
-from .keys import validate_job_id
+from ..etcd.keys import validate_job_id
 
 # Canonical (upper-case) ULID text. The first character is at most 7: 26 base32 digits hold
 # 130 bits, and a ULID has 128.

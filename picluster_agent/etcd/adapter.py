@@ -30,8 +30,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import grpc
 from pyetcd import etcdrpc  # generated etcd v3 API messages and stubs only
 
-from . import defaults
-from .errors import ConfigError, Indeterminate, PiclusterError, Unavailable
+from .. import defaults
+from ..errors import ConfigError, Indeterminate, PiclusterError, Unavailable
 from .keys import prefix_end
 
 log = logging.getLogger(__name__)

@@ -16,17 +16,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import defaults
-from .config import AgentConfig
-from .election import Election, retry_transient
-from .endpoints import preferred_order
-from .errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
-from .etcd import EtcdClient, TLSFiles, op_put
-from .fsinfo import filesystem_of
-from .keys import Keys
-from .registry import NodeInfo, register
-from .session import Session, SessionState
-from .stopping import AnyEvent, StopSignal
+from .. import defaults
+from ..config import AgentConfig
+from ..coord.election import Election, retry_transient
+from ..coord.registry import NodeInfo, register
+from ..coord.session import Session, SessionState
+from ..endpoints import preferred_order
+from ..errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
+from ..etcd.adapter import EtcdClient, TLSFiles, op_put
+from ..etcd.keys import Keys
+from ..node.fsinfo import filesystem_of
+from ..stopping import AnyEvent, StopSignal
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Process supervision on a node: the job supervisor (jobshim), its client (runner), the janitor."""
