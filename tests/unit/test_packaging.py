@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from picluster_agent import provision
+from picluster_agent.cli import provision
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
