@@ -12,7 +12,6 @@ the transaction refuses to create a job whose id exists in the queue or among th
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,11 +22,13 @@ from . import defaults
 from .config import Connection, build_connection, default_config_path, load_file
 from .coord.registry import NodeInfo
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
-from .etcd.adapter import EtcdClient, Event, TLSFiles, cmp_absent, op_get, op_put
+from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
 from .etcd.keys import Keys, validate_job_id, validate_node_name
+from .jobs import transitions
 from .jobs.ids import new_job_id
+from .jobs.placement import why_waiting
 from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
-from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, matches, parse_spec
+from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, parse_spec
 
 # One submission costs two compares; etcd allows 128 compares per txn.
 SUBMIT_BATCH = 64
@@ -122,35 +123,29 @@ class Client:
 
     def submit_spec(self, spec: JobSpec, *, id: str | None = None) -> SubmitResult:
         job_id = validate_job_id(id) if id is not None else new_job_id()
-        value = _encoded(spec)
+        return self._settle(job_id, _encoded(spec), maybe_sent=False)
+
+    def _settle(self, job_id: str, value: str, *, maybe_sent: bool) -> SubmitResult:
+        """Submit one job until etcd answers, and tell a job made by us from one that existed.
+
+        `maybe_sent`: an earlier try (a lost reply, here or to a batch) may have committed;
+        a refusal is then our own job if `submission_landed` says so."""
+        change = transitions.submit(self.keys, job_id, value)
         for attempt in range(INDETERMINATE_RETRIES):
             try:
-                res = self.etcd.txn(
-                    [cmp_absent(self.keys.queue(job_id)), cmp_absent(self.keys.job(job_id))],
-                    [op_put(self.keys.queue(job_id), value)],
-                    [op_get(self.keys.queue(job_id)), op_get(self.keys.job(job_id))],
-                )
+                res = self.etcd.txn(change.compares, change.ops, change.failure)
             except Indeterminate:
-                # The first try may have committed: asking again is safe (same id), and a
+                # The try may have committed: asking again is safe (same id), and a
                 # refusal then tells us whether the job that exists is ours.
+                maybe_sent = True
                 time.sleep(defaults.RETRY_BACKOFF_MIN * (attempt + 1))
                 continue
             if res.succeeded:
                 return SubmitResult(job_id, accepted=True)
-            return SubmitResult(job_id, accepted=self._is_ours(res.ranges, value, attempt))
+            queued, job = (kvs[0] if kvs else None for kvs in res.ranges)
+            ours = maybe_sent and transitions.submission_landed(queued, job, value)
+            return SubmitResult(job_id, accepted=ours)
         raise Unavailable(f"could not learn whether job {job_id} was accepted; ask `status`")
-
-    def _is_ours(self, ranges: list[list[Any]], value: str, attempt: int) -> bool:
-        """After an indeterminate try, an existing job with our exact spec was our commit."""
-        if attempt == 0:
-            return False
-        queued, record = ranges[0], ranges[1]
-        if queued and queued[0].value == value.encode():
-            return True
-        if record:
-            existing = JobRecord.from_json(record[0].value)
-            return existing.spec == _decoded_spec(value)
-        return False
 
     def submit_many(
         self,
@@ -176,18 +171,19 @@ class Client:
         return results
 
     def _submit_chunk(self, chunk: list[tuple[str, str, JobSpec]]) -> list[SubmitResult]:
-        compares = []
-        for job_id, _, _ in chunk:
-            compares += [cmp_absent(self.keys.queue(job_id)), cmp_absent(self.keys.job(job_id))]
-        ops = [op_put(self.keys.queue(job_id), value) for job_id, value, _ in chunk]
+        changes = [transitions.submit(self.keys, job_id, value) for job_id, value, _ in chunk]
         try:
-            res = self.etcd.txn(compares, ops)
+            res = self.etcd.txn(
+                [c for change in changes for c in change.compares],
+                [op for change in changes for op in change.ops],
+            )
             if res.succeeded:
                 return [SubmitResult(job_id, True) for job_id, _, _ in chunk]
+            maybe_sent = False  # refused as a whole: some id exists already
         except Indeterminate:
-            pass
-        # Some id exists already (or the outcome is unknown): settle each one by itself.
-        return [self.submit_spec(spec, id=job_id) for job_id, _, spec in chunk]
+            maybe_sent = True  # the whole batch may have committed
+        # Settle each job by itself.
+        return [self._settle(job_id, value, maybe_sent=maybe_sent) for job_id, value, _ in chunk]
 
     # ------------------------------------------------------------ inspecting
 
@@ -205,7 +201,12 @@ class Client:
         if job is not None:
             record = JobRecord.from_json(job.value)
             res_obj = JobResult.from_json(result.value) if result is not None else None
-            waiting = self._why_waiting(record) if record.state is JobState.QUEUED else None
+            waiting = None
+            if record.state is JobState.QUEUED:
+                try:
+                    waiting = self._why_waiting(record, record.job_spec())
+                except SpecError as e:
+                    waiting = f"cannot run: {e}"
             return JobStatus(job_id, record.state, record, res_obj, waiting)
         if queued is not None:
             try:
@@ -217,7 +218,7 @@ class Client:
                     seq=queued.create_revision,
                     submitted_at=spec.submitted_at,
                 )
-                waiting = self._why_waiting(record)
+                waiting = self._why_waiting(record, spec)
             except SpecError as e:
                 record, waiting = None, f"will be rejected: {e}"
             return JobStatus(job_id, JobState.QUEUED, record, None, waiting)
@@ -225,12 +226,7 @@ class Client:
             f"job {job_id} not found: never accepted, or removed after its retention period"
         )
 
-    def _why_waiting(self, record: JobRecord) -> str:
-        spec = record.spec
-        not_before = record.not_before or spec.get("not_before")
-        if not_before and not_before > time.time():
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(not_before))
-            return f"not before {when}"
+    def _why_waiting(self, record: JobRecord, spec: JobSpec) -> str:
         nodes = [
             NodeInfo.from_json(kv.value) for kv in self.etcd.get_prefix(self.keys.nodes_dir)[0]
         ]
@@ -238,28 +234,9 @@ class Client:
             Keys.last_segment(kv.key)
             for kv in self.etcd.get_prefix(self.keys.drain_dir, keys_only=True)[0]
         }
-        constraints = spec.get("constraints") or {}
-        slots = int(spec.get("slots") or 1)
-        if not nodes:
-            return "no node is registered"
-        matching = [n for n in nodes if matches(constraints, n.labels)]
-        if not matching:
-            wanted = ",".join(f"{k}={v}" for k, v in sorted(constraints.items()))
-            return f"no registered node has the labels {wanted}"
-        big = [n for n in matching if n.slots >= slots]
-        if not big:
-            largest = max(n.slots for n in matching)
-            return f"needs {slots} slots; the largest matching node has {largest}"
-        memory = spec.get("memory_mb")
-        if memory:
-            big = [n for n in big if n.memory_mb is None or n.memory_mb >= memory]
-            if not big:
-                return f"needs {memory} MiB of memory; no matching node has that much"
-        if all(n.name in drained for n in big):
-            return "every node that could run it is drained"
-        if record.reason:
-            return record.reason
-        return "waiting for a free slot"
+        return why_waiting(
+            spec, not_before=record.not_before, reason=record.reason, nodes=nodes, drained=drained
+        )
 
     def jobs(
         self,
@@ -391,10 +368,8 @@ class Client:
         status = self.status(job_id)
         if status.state.final:
             return status
-        self.etcd.txn(
-            [cmp_absent(self.keys.cancel(job_id))],
-            [op_put(self.keys.cancel(job_id), str(time.time()))],
-        )
+        change = transitions.request_cancel(self.keys, job_id, time.time())
+        self.etcd.txn(change.compares, change.ops)
         return status
 
     def drain(self, node: str, *, force: bool = False) -> None:
@@ -414,10 +389,6 @@ def _encoded(spec: JobSpec) -> str:
     if size > MAX_SPEC_BYTES:
         raise SpecError(f"the spec is {size} bytes; the limit is {MAX_SPEC_BYTES} (1 MiB)")
     return value
-
-
-def _decoded_spec(value: str) -> dict[str, Any]:
-    return dict(json.loads(value))
 
 
 def _chunks(items: list[tuple[str, str, JobSpec]]) -> Iterable[list[tuple[str, str, JobSpec]]]:

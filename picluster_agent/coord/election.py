@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import defaults
-from ..errors import NotLeader, SessionLost, Unavailable
+from ..errors import NotLeader, PiclusterError, SessionLost, Unavailable
 from ..etcd.adapter import (
     KV,
     Compare,
@@ -29,6 +29,7 @@ from ..etcd.adapter import (
     TxnResult,
     cmp_absent,
     cmp_created_at,
+    landed,
     op_delete,
     op_get,
     op_put,
@@ -110,8 +111,11 @@ class Election:
         )
         if res.succeeded:
             self.create_revision = res.revision
-        else:
-            self.create_revision = res.ranges[0][0].create_revision
+            return
+        mine = res.ranges[0][0]
+        if not landed(mine, self.name):  # the key is named after our own lease
+            raise PiclusterError(f"election key {self.key} holds {mine.value!r}, not our name")
+        self.create_revision = mine.create_revision
 
     def _predecessor(self) -> KV | None:
         kvs, _ = self.client.get_prefix(

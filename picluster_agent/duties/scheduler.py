@@ -16,8 +16,7 @@ import logging
 import queue
 import time
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import AgentConfig
 from ..coord.election import Election
@@ -26,20 +25,15 @@ from ..coord.session import SessionState
 from ..errors import NotLeader, PiclusterError, Unavailable
 from ..etcd.adapter import (
     KV,
-    Compare,
     EtcdClient,
     Event,
-    Op,
-    cmp_absent,
-    cmp_created_at,
-    cmp_modified_at,
-    op_delete,
     op_get,
-    op_put,
 )
 from ..etcd.keys import Keys
-from ..jobs.records import MAX_NODE_LOSSES, JobRecord, JobState
-from ..jobs.spec import JobSpec, SpecError, matches, parse_spec
+from ..jobs import transitions
+from ..jobs.placement import NodeSlots, pick
+from ..jobs.records import JobRecord, JobState
+from ..jobs.spec import JobSpec, SpecError, parse_spec
 from ..stopping import StopSignal
 
 log = logging.getLogger(__name__)
@@ -59,33 +53,6 @@ IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
 
 class _Resync(Exception):
     """A watch lost its place in etcd's history: the model must be rebuilt from a read."""
-
-
-@dataclass
-class NodeSlots:
-    name: str
-    lease: int
-    create_revision: int
-    slots: int
-    labels: dict[str, str]
-    memory_mb: int | None = None
-    prefetch: int = 0
-    drained: bool = False
-    used_slots: int = 0
-    used_memory: int = 0
-    jobs: set[str] = field(default_factory=set)
-
-    @property
-    def capacity(self) -> int:
-        """Slots the master may fill here: the node's own, plus its prefetch allowance."""
-        return self.slots + self.prefetch
-
-    def fits(self, spec: JobSpec) -> bool:
-        if self.drained or spec.slots > self.slots or self.used_slots + spec.slots > self.capacity:
-            return False
-        if spec.memory_mb and self.memory_mb is not None:
-            return self.used_memory + spec.memory_mb <= self.memory_mb
-        return True
 
 
 @dataclass
@@ -414,21 +381,8 @@ class Scheduler:
     def _reject(self, kv: KV, reason: str) -> None:
         job_id = Keys.last_segment(kv.key)
         now = time.time()
-        record = JobRecord(
-            id=job_id,
-            spec={"raw": kv.value[:4096].decode("utf-8", errors="replace")},
-            state=JobState.REJECTED,
-            seq=kv.create_revision,
-            submitted_at=now,
-            finished_at=now,
-            reason=reason,
-            epoch=self.election.create_revision,
-        )
-        ok = self._fenced(
-            [op_delete(kv.key), op_put(self.keys.job(job_id), record.to_json())],
-            [cmp_modified_at(kv.key, kv.mod_revision), cmp_absent(self.keys.job(job_id))],
-        )
-        if ok:
+        epoch = self.election.create_revision
+        if self._fenced(transitions.reject(self.keys, kv, reason, now, epoch)):
             log.warning("job %s rejected: %s", job_id, reason)
             self.finished.append((now, job_id))
         elif self.client.get(self.keys.job(job_id)) is not None:
@@ -437,7 +391,7 @@ class Scheduler:
     def _drop_duplicate(self, kv: KV) -> None:
         """A plain `etcdctl put` of an id that exists already: the job is not made twice."""
         log.warning("duplicate submission of %s ignored", Keys.last_segment(kv.key))
-        self._fenced([op_delete(kv.key)], [cmp_modified_at(kv.key, kv.mod_revision)])
+        self._fenced(transitions.drop_duplicate(kv))
 
     # ------------------------------------------------------------ ended assignments
 
@@ -479,39 +433,19 @@ class Scheduler:
 
     def _requeue_lost(self, record: JobRecord, mod_revision: int) -> None:
         now = time.time()
-        losses = record.losses + 1
-        lost_on = record.node
-        if record.id in self.cancels:
-            new = record.with_(
-                state=JobState.CANCELLED,
-                finished_at=now,
-                reason=f"cancelled (node {lost_on} was lost)",
-                history=record.note("cancelled", node=lost_on),
-            )
-        elif losses >= MAX_NODE_LOSSES:
-            new = record.with_(
-                state=JobState.FAILED,
-                losses=losses,
-                finished_at=now,
-                reason=f"lost with its node {losses} times (last: {lost_on})",
-                history=record.note("lost", node=lost_on),
-            )
-        else:
-            new = record.with_(
-                state=JobState.QUEUED,
-                losses=losses,
-                node=None,
-                reason=f"node {lost_on} lost during attempt {record.attempt}",
-                history=record.note("lost", node=lost_on),
-            )
-        new = new.with_(epoch=self.election.create_revision)
-        key = self.keys.job(record.id)
-        ops = [op_put(key, new.to_json())]
-        if new.state is JobState.CANCELLED:
-            ops.append(op_delete(self.keys.cancel(record.id)))
-        res = self._fenced_txn(ops, [cmp_modified_at(key, mod_revision)])
+        change = transitions.requeue_lost(
+            self.keys,
+            record,
+            mod_revision,
+            cancelled=record.id in self.cancels,
+            now=now,
+            epoch=self.election.create_revision,
+        )
+        res = self._fenced_txn(change)
         if res is None or not res.succeeded:
             return
+        new = change.record
+        assert new is not None
         log.warning("job %s: %s", record.id, new.reason)
         if new.state.final:
             self.finished.append((now, record.id))
@@ -538,20 +472,16 @@ class Scheduler:
 
     def _cancel_pending(self, p: Pending) -> None:
         now = time.time()
-        record = p.record or self._first_record(p, now)
-        record = record.with_(
-            state=JobState.CANCELLED,
-            finished_at=now,
-            reason="cancelled before it started",
-            history=record.note("cancelled"),
+        change = transitions.cancel_queued(
+            self.keys,
+            p.record or transitions.first_record(p.id, p.spec, p.seq, now),
+            p.source_key,
+            p.source_revision,
+            fresh=p.fresh,
+            now=now,
             epoch=self.election.create_revision,
         )
-        ops = [op_put(self.keys.job(p.id), record.to_json()), op_delete(self.keys.cancel(p.id))]
-        compares = [cmp_modified_at(p.source_key, p.source_revision)]
-        if p.fresh:
-            ops.insert(0, op_delete(p.source_key))
-            compares.append(cmp_absent(self.keys.job(p.id)))
-        done = self._fenced(ops, compares)  # raises with nothing changed here: retried
+        done = self._fenced(change)  # raises with nothing changed here: retried
         del self.pending[p.id]
         self.cancels.discard(p.id)
         if done:
@@ -567,26 +497,15 @@ class Scheduler:
         if kv is not None and not JobRecord.from_json(kv.value).state.final:
             return  # running or about to be re-run: the worker / the re-queue handles it
         self.cancels.discard(job_id)
-        self._fenced([op_delete(self.keys.cancel(job_id))], [])
+        self._fenced(transitions.drop_cancel(self.keys, job_id))
 
     # ------------------------------------------------------------ placement
-
-    def _first_record(self, p: Pending, now: float) -> JobRecord:
-        return JobRecord(
-            id=p.id,
-            spec=p.spec.stored_dict(),
-            state=JobState.QUEUED,
-            seq=p.seq,
-            submitted_at=p.spec.submitted_at or now,
-            queued_at=now,
-        )
 
     def _place(self, job_id: str, node_name: str, attempt: int, spec: JobSpec) -> None:
         self.running[job_id] = Placed(job_id, node_name, attempt, spec.slots, spec.memory_mb or 0)
         node = self.nodes.get(node_name)
         if node is not None:
-            node.used_slots += spec.slots
-            node.used_memory += spec.memory_mb or 0
+            node.take(spec)
             node.jobs.add(job_id)
 
     def _unplace(self, job_id: str, node_name: str) -> None:
@@ -620,11 +539,10 @@ class Scheduler:
                 if not self._is_current(p):
                     continue
                 taken.append(entry)
-                node = self._pick(p.spec, candidates)
+                node = pick(p.spec, candidates)
                 if node is None:
                     continue
-                node.used_slots += p.spec.slots
-                node.used_memory += p.spec.memory_mb or 0
+                node.take(p.spec)
                 batch.append((p, node))
                 if node.used_slots >= node.capacity:
                     candidates = [n for n in candidates if n.used_slots < n.capacity]
@@ -640,63 +558,37 @@ class Scheduler:
                 if self._is_current(entry[2]):
                     heapq.heappush(self._ready, entry)
 
-    @staticmethod
-    def _pick(spec: JobSpec, candidates: Iterable[NodeSlots]) -> NodeSlots | None:
-        best: NodeSlots | None = None
-        for n in candidates:
-            if not (n.fits(spec) and matches(spec.constraints, n.labels)):
-                continue
-            if best is None or (n.capacity - n.used_slots) > (best.capacity - best.used_slots):
-                best = n
-        return best
-
-    def _assignment(self, p: Pending, node: NodeSlots, now: float) -> tuple[JobRecord, list, list]:
-        base = p.record or self._first_record(p, now)
-        attempt = base.attempt + 1
-        record = base.with_(
-            state=JobState.ASSIGNED,
-            attempt=attempt,
-            node=node.name,
-            assigned_at=now,
-            started_at=None,
-            finished_at=None,
-            reason=None,
-            history=base.note("assigned", attempt=attempt, node=node.name),
-            epoch=self.election.create_revision,
-        )
-        # The job key compares what we read: a cancel or a second master (impossible while
-        # the guard holds, but cheap to rule out) cannot be overwritten.
-        compares = [cmp_modified_at(p.source_key, p.source_revision)]
-        ops = []
-        if p.fresh:
-            compares.append(cmp_absent(self.keys.job(p.id)))
-            ops.append(op_delete(p.source_key))
-        value = record.to_json()
-        ops.append(op_put(self.keys.job(p.id), value))
-        ops.append(op_put(self.keys.assign(node.name, p.id), value, lease=node.lease))
-        return record, compares, ops
-
     def _commit(self, batch: list[tuple[Pending, NodeSlots]], now: float) -> None:
-        compares: list[Compare] = []
-        ops: list[Op] = []
-        records = []
-        for p, node in batch:
-            record, c, o = self._assignment(p, node, now)
-            compares += c
-            ops += o
-            records.append(record)
-        # The node's registration still exists with the lease we attach to: a node that
-        # died since we looked cannot be given work (and a dead lease would fail the txn).
-        for node in {n.name: n for _, n in batch}.values():
-            compares.append(cmp_created_at(self.keys.node(node.name), node.create_revision))
+        epoch = self.election.create_revision
+        changes = [
+            transitions.assign(
+                self.keys,
+                p.record or transitions.first_record(p.id, p.spec, p.seq, now),
+                p.source_key,
+                p.source_revision,
+                fresh=p.fresh,
+                node=node.name,
+                lease=node.lease,
+                now=now,
+                epoch=epoch,
+            )
+            for p, node in batch
+        ]
+        compares = [c for change in changes for c in change.compares]
+        compares += [
+            transitions.node_registered(self.keys, node.name, node.create_revision)
+            for node in {n.name: n for _, n in batch}.values()
+        ]
         for p, node in batch:  # undo the tentative reservation; _place redoes it for real
-            node.used_slots -= p.spec.slots
-            node.used_memory -= p.spec.memory_mb or 0
-        res = self._fenced_txn(ops, compares)
+            node.give_back(p.spec)
+        res = self._fenced_txn(
+            transitions.Transition(compares, [op for change in changes for op in change.ops])
+        )
         if res is not None and res.succeeded:
-            for (p, node), record in zip(batch, records, strict=True):
+            for (p, node), change in zip(batch, changes, strict=True):
+                assert change.record is not None
                 self.pending.pop(p.id, None)
-                self._place(p.id, node.name, record.attempt, p.spec)
+                self._place(p.id, node.name, change.record.attempt, p.spec)
             return
         if len(batch) > 1:
             for item in batch:
@@ -750,11 +642,8 @@ class Scheduler:
             if len(doomed) >= GC_BATCH * 20:
                 break
         for i in range(0, len(doomed), GC_BATCH):
-            chunk = doomed[i : i + GC_BATCH]
-            ops = [op_delete(self.keys.job(j)) for j in chunk]
-            ops += [op_delete(self.keys.result(j)) for j in chunk]
             try:
-                self._fenced(ops, [])
+                self._fenced(transitions.expire(self.keys, doomed[i : i + GC_BATCH]))
             except PiclusterError:
                 # Removed at the next round instead (the times only order them).
                 self.finished.extendleft((0.0, j) for j in reversed(doomed[i:]))
@@ -764,9 +653,9 @@ class Scheduler:
 
     # ------------------------------------------------------------ fenced writes
 
-    def _fenced_txn(self, ops: list[Op], compares: list[Compare]):  # type: ignore[no-untyped-def]
+    def _fenced_txn(self, change: transitions.Transition):  # type: ignore[no-untyped-def]
         try:
-            return self.election.fenced_txn(ops, extra_compare=compares)
+            return self.election.fenced_txn(change.ops, extra_compare=change.compares)
         except NotLeader:
             raise
         except Unavailable:
@@ -775,6 +664,6 @@ class Scheduler:
             log.error("scheduler write failed: %s", e)
             return None
 
-    def _fenced(self, ops: list[Op], compares: list[Compare]) -> bool:
-        res = self._fenced_txn(ops, compares)
+    def _fenced(self, change: transitions.Transition) -> bool:
+        res = self._fenced_txn(change)
         return res is not None and res.succeeded

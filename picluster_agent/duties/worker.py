@@ -29,10 +29,12 @@ from .. import defaults
 from ..config import AgentConfig
 from ..coord.session import Session
 from ..errors import PiclusterError, Unavailable
-from ..etcd.adapter import KV, EtcdClient, Event, Op, cmp_created_at, op_delete, op_put
+from ..etcd.adapter import KV, EtcdClient, Event, Op
 from ..etcd.keys import Keys
+from ..jobs import transitions
 from ..jobs.records import JobRecord, JobResult, JobState
 from ..jobs.spec import SpecError, retry_delay
+from ..jobs.transitions import Transition
 from ..node.janitor import JobDirJanitor
 from ..node.runner import JobProcess, Outcome, batched_requests
 from ..stopping import StopSignal
@@ -83,32 +85,28 @@ class RunningJob:
 
 @dataclass
 class Report:
+    """One transition of a job run here (built by `transitions`), waiting to be sent."""
+
     job: RunningJob
-    record: JobRecord
+    change: Transition
     result: JobResult | None = None  # None: a "running" mark
-    extra_deletes: list[str] = field(default_factory=list)
+    _size: int = field(default=0, repr=False)
 
-    _ops: list[Op] | None = field(default=None, repr=False)
-    _size: int = 0
+    @property
+    def record(self) -> JobRecord:
+        assert self.change.record is not None
+        return self.change.record
 
-    def ops(self, keys: Keys) -> list[Op]:
-        """The txn operations, encoded once (a report may be sent in a batch, then alone)."""
-        if self._ops is None:
-            record = self.record.to_json()
-            ops = [op_put(keys.job(self.record.id), record)]
-            if self.result is not None:
-                ops.append(op_put(keys.result(self.record.id), self.result.to_json()))
-                ops.append(op_delete(self.job.assign_key))
-                ops.extend(op_delete(k) for k in self.extra_deletes)
-            self._ops, self._size = ops, sum(op.ByteSize() for op in ops) + 16
-        return self._ops
+    def ops(self) -> list[Op]:
+        return self.change.ops
 
-    def size(self, keys: Keys) -> int:
-        self.ops(keys)
+    def size(self) -> int:
+        if not self._size:
+            self._size = sum(op.ByteSize() for op in self.change.ops) + 16
         return self._size
 
 
-def txn_chunks(reports: list[Report], keys: Keys) -> Iterator[list[Report]]:
+def txn_chunks(reports: list[Report]) -> Iterator[list[Report]]:
     """The reports in order, in groups that fit one txn each.
 
     etcd limits a txn's compares and its operations to MAX_TXN_OPS each (not together), and
@@ -118,7 +116,7 @@ def txn_chunks(reports: list[Report], keys: Keys) -> Iterator[list[Report]]:
     chunk: list[Report] = []
     ops = size = 0
     for report in reports:
-        n, s = len(report.ops(keys)), report.size(keys)
+        n, s = len(report.ops()), report.size()
         full = ops + n > MAX_TXN_OPS or len(chunk) + 1 > MAX_TXN_OPS or size + s > MAX_TXN_BYTES
         if chunk and full:
             yield chunk
@@ -387,7 +385,6 @@ class Worker:
             state, reason = JobState.CANCELLED, "cancelled by request"
         else:
             state, reason = JobState.FAILED, _failure_reason(outcome, error)
-        failures = record.failures + (state is JobState.FAILED)
         result = JobResult(
             id=record.id,
             attempt=record.attempt,
@@ -403,35 +400,17 @@ class Worker:
             error=error,
         )
         max_attempts = int(record.spec.get("max_attempts", 1))
-        if state is JobState.FAILED and failures < max_attempts and error is None:
-            # Retry: back to the queue with a backoff; the master assigns the next attempt.
+        fence = (self.keys, record, result, job.assign_key, job.assign_revision)
+        if state is JobState.FAILED and record.failures + 1 < max_attempts and error is None:
             delay = retry_delay(record.job_spec(), record.attempt + 1)
-            final = record.with_(
-                state=JobState.QUEUED,
-                failures=failures,
-                node=None,
-                exit_code=exit_code,
-                reason=f"retrying after attempt {record.attempt}: {reason}",
-                not_before=now + delay,
-                started_at=result.started_at,
-                finished_at=None,
-                history=record.note("retry", node=self.cfg.name, exit_code=exit_code),
-            )
+            assert reason is not None
+            change = transitions.retry(*fence, reason=reason, not_before=now + delay)
         else:
-            final = record.with_(
-                state=state,
-                failures=failures,
-                exit_code=exit_code,
-                reason=reason,
-                started_at=result.started_at,
-                finished_at=result.finished_at,
-                history=record.note(state.value, node=self.cfg.name, exit_code=exit_code),
-            )
-        extra = [self.keys.cancel(record.id)] if cancelled else []
+            change = transitions.finish(*fence, reason=reason, cancelled=cancelled)
         with self.lock:
             self.marks.pop(record.id, None)
         self.janitor.note_finished(record.id)
-        self.reports.put(Report(job, final, result, extra))
+        self.reports.put(Report(job, change, result))
 
     # ------------------------------------------------------------ reporting
 
@@ -478,7 +457,12 @@ class Worker:
             due = [job_id for job_id, mark in self.marks.items() if mark[0] <= now]
             marks = [self.marks.pop(job_id) for job_id in due]
         return [
-            Report(job, job.record.with_(state=JobState.RUNNING, started_at=started_at))
+            Report(
+                job,
+                transitions.running(
+                    self.keys, job.record, job.assign_key, job.assign_revision, started_at
+                ),
+            )
             for _, job, started_at in marks
         ]
 
@@ -490,14 +474,14 @@ class Worker:
         # A job that finished before its "running" mark was sent needs only the result.
         finished = {r.record.id for r in batch if r.result is not None}
         batch = [r for r in batch if r.result is not None or r.record.id not in finished]
-        for chunk in txn_chunks(batch, self.keys):
+        for chunk in txn_chunks(batch):
             self._commit(chunk)
 
     def _commit(self, chunk: list[Report]) -> None:
         if self.abandoned.is_set():
             return
-        compares = [cmp_created_at(r.job.assign_key, r.job.assign_revision) for r in chunk]
-        ops = [op for r in chunk for op in r.ops(self.keys)]
+        compares = [c for r in chunk for c in r.change.compares]
+        ops = [op for r in chunk for op in r.ops()]
         try:
             res = self.client.txn(compares, ops)
         except Unavailable as e:
@@ -513,13 +497,10 @@ class Worker:
     def _commit_one(self, report: Report) -> None:
         """Send one report until etcd takes or refuses it. Given up only with the session
         (the lease then expires and the master runs the job again) or when the agent stops."""
-        job = report.job
         backoff = defaults.RETRY_BACKOFF_MIN
         while not self.abandoned.is_set():
             try:
-                res = self.client.txn(
-                    [cmp_created_at(job.assign_key, job.assign_revision)], report.ops(self.keys)
-                )
+                res = self.client.txn(report.change.compares, report.ops())
                 if res.succeeded:
                     self._done([report])
                     return
@@ -544,12 +525,7 @@ class Worker:
     def _already_recorded(self, report: Report) -> bool:
         """After an indeterminate write: did our report commit after all?"""
         kv = self.client.get(self.keys.job(report.record.id))
-        if kv is None:
-            return False
-        current = JobRecord.from_json(kv.value)
-        return current.attempt == report.record.attempt and current.to_json() == (
-            report.record.to_json()
-        )
+        return transitions.landed(kv, report.record.to_json())
 
     def _done(self, reports: list[Report]) -> None:
         for r in reports:

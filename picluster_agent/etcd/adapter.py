@@ -121,6 +121,13 @@ def cmp_value(key: str, value: str | bytes) -> Compare:
     return Compare(key=_bytes(key), target=Compare.VALUE, result=Compare.EQUAL, value=_bytes(value))
 
 
+def landed(kv: KV | None, value: str | bytes) -> bool:
+    """After a lost reply (`Indeterminate`): the key holds exactly what we wrote, so our write
+    committed. Sound for values only the caller would write (its own spec under an id it
+    chose, its own report of its own attempt, its name under its own lease's key)."""
+    return kv is not None and kv.value == _bytes(value)
+
+
 def op_put(key: str, value: str | bytes, lease: int = 0) -> Op:
     return Op(request_put=etcdrpc.PutRequest(key=_bytes(key), value=_bytes(value), lease=lease))
 

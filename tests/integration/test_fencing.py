@@ -10,6 +10,7 @@ from picluster_agent.coord.session import Session
 from picluster_agent.duties.worker import Report, RunningJob, Worker
 from picluster_agent.etcd.adapter import op_delete, op_put
 from picluster_agent.etcd.keys import Keys
+from picluster_agent.jobs import transitions
 from picluster_agent.jobs.records import JobRecord, JobResult, JobState
 from picluster_agent.stopping import AnyEvent
 
@@ -26,6 +27,13 @@ def _result(attempt: int, node: str) -> JobResult:
         signal=None, timed_out=False, started_at=time.time(), finished_at=time.time(),
         stdout_tail=f"attempt {attempt}", stderr_tail="",
     )  # fmt: skip
+
+
+def _success(keys: Keys, job: RunningJob, result: JobResult) -> Report:
+    change = transitions.finish(
+        keys, job.record, result, job.assign_key, job.assign_revision, reason=None, cancelled=False
+    )
+    return Report(job, change, result)
 
 
 def test_report_of_a_superseded_attempt_is_refused(etcd1, prefix, tmp_path, caplog):
@@ -49,9 +57,8 @@ def test_report_of_a_superseded_attempt_is_refused(etcd1, prefix, tmp_path, capl
         op_put(keys.job("job1"), _record(2, "pi1").to_json()),
     ])  # fmt: skip
 
-    final = _record(1, "pi1").with_(state=JobState.SUCCEEDED)
     with caplog.at_level(logging.WARNING):
-        worker._commit([Report(stale, final, _result(1, "pi1"))])
+        worker._commit([_success(keys, stale, _result(1, "pi1"))])
 
     assert "refused" in caplog.text
     assert client.get(keys.result("job1")) is None  # recorded nowhere as the result
@@ -61,9 +68,7 @@ def test_report_of_a_superseded_attempt_is_refused(etcd1, prefix, tmp_path, capl
 
     # The current attempt's report goes through.
     current = RunningJob(_record(2, "pi1"), keys.assign("pi1", "job1"), second.revision)
-    worker._commit(
-        [Report(current, _record(2, "pi1").with_(state=JobState.SUCCEEDED), _result(2, "pi1"))]
-    )
+    worker._commit([_success(keys, current, _result(2, "pi1"))])
     assert JobResult.from_json(client.get(keys.result("job1")).value).attempt == 2
     assert client.get(keys.assign("pi1", "job1")) is None
     session.close()
