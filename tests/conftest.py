@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from picluster_agent.chaos.cluster import NetCluster
+from picluster_agent.chaos.netns import unusable_reason
 from picluster_agent.coord.election import Leader, current_leader
 from picluster_agent.etcd.adapter import EtcdClient
 from picluster_agent.etcd.keys import Keys
@@ -128,3 +130,29 @@ def picluster(
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return picluster
+
+
+@pytest.fixture
+def net_cluster(tmp_path: Path) -> Iterator[Callable[..., NetCluster]]:
+    """Starts NetClusters (nodes in network namespaces, see picluster_agent/chaos); every
+    one is removed at teardown. Root only: skipped with the reason elsewhere, failed in CI."""
+    made: list[NetCluster] = []
+
+    def make(**kwargs: object) -> NetCluster:
+        reason = unusable_reason()
+        if reason:
+            if os.environ.get("CI"):
+                pytest.fail(f"the fault suite must run in CI: {reason}")
+            pytest.skip(reason)
+        cluster = NetCluster(tmp_path / f"net{len(made)}", **kwargs)  # type: ignore[arg-type]
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+        for node in cluster.nodes.values():
+            if node.agent is not None:
+                sys.stdout.write(f"----- {node.name} ({node.agent.log_path})\n")
+                sys.stdout.write(node.agent.log_text()[-3000:] + "\n")

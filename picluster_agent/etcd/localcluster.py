@@ -87,14 +87,18 @@ class EtcdMember:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    host: str = "127.0.0.1"
+    # Put before `args` when started: e.g. `ip netns exec NS`, which execs in place, so the
+    # process started is etcd itself and signals reach it.
+    wrapper: list[str] = field(default_factory=list)
 
     @property
     def client_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     def start(self) -> None:
         self.log_path = self.data_dir.with_suffix(".log")
@@ -105,7 +109,11 @@ class EtcdMember:
         # work. Measured on 2 cores, 3 members: -25 % etcd CPU per job (docs/BENCHMARKS.md).
         env = {"GOMAXPROCS": "1", **os.environ}
         self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            [*self.wrapper, *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
         log.close()
 
@@ -169,27 +177,9 @@ class EtcdCluster:
             if tls
             else []
         )  # fmt: skip
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        for m in self.members:
-            m.args = [
-                binary,
-                "--name", m.name,
-                "--data-dir", str(m.data_dir),
-                "--listen-client-urls", m.client_url,
-                "--advertise-client-urls", m.client_url,
-                "--listen-peer-urls", m.peer_url,
-                "--initial-advertise-peer-urls", m.peer_url,
-                "--initial-cluster", initial,
-                "--initial-cluster-state", "new",
-                "--initial-cluster-token", token,
-                # Idle watches get progress notifications this often, so a silent stream
-                # is detectably dead (the agent's watch read timeout is longer than this).
-                "--experimental-watch-progress-notify-interval", progress_notify_interval,
-                "--logger", "zap",
-                "--log-level", "warn",
-                *tls_args,
-                *extra_args,
-            ]  # fmt: skip
+        set_member_args(
+            binary, self.members, token, progress_notify_interval, [*tls_args, *extra_args]
+        )
 
     @property
     def endpoints(self) -> list[str]:
@@ -243,6 +233,36 @@ class EtcdCluster:
             m.stop()
 
 
+def set_member_args(
+    binary: str,
+    members: Sequence[EtcdMember],
+    token: str,
+    progress_notify_interval: str = "2s",
+    extra_args: Sequence[str] = (),
+) -> None:
+    """Fill in each member's command line for a new cluster made of `members`."""
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for m in members:
+        m.args = [
+            binary,
+            "--name", m.name,
+            "--data-dir", str(m.data_dir),
+            "--listen-client-urls", m.client_url,
+            "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url,
+            "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", initial,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", token,
+            # Idle watches get progress notifications this often, so a silent stream
+            # is detectably dead (the agent's watch read timeout is longer than this).
+            "--experimental-watch-progress-notify-interval", progress_notify_interval,
+            "--logger", "zap",
+            "--log-level", "warn",
+            *extra_args,
+        ]  # fmt: skip
+
+
 @dataclass
 class AgentProcess:
     """`picluster agent` as a child process, logging to `log_path`."""
@@ -257,6 +277,8 @@ class AgentProcess:
     master: bool = True
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    wrapper: list[str] = field(default_factory=list)  # as for EtcdMember
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def log_path(self) -> Path:
@@ -282,9 +304,13 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            [*self.wrapper, *self.command()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
         log.close()
         return self
