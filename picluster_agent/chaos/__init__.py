@@ -1,9 +1,8 @@
 """The fault suite's tooling: nodes in network namespaces, faults, and a history checker.
 
 Used by the fault tests (tests/integration/test_fault_suite.py, test_fault_findings.py) and by
-`bench/chaos.py`. It is development tooling: the wheel installed on the nodes leaves it out
-(pyproject lists the top package only), the editable install of `scripts/bootstrap test`
-has it. Modules:
+`bench/chaos.py`: development tooling, like `etcd/localcluster.py`, that nothing in the
+agent imports. Modules:
 
     netns     namespaces, a bridge and veth pairs; iptables rules inside a namespace
     cluster   etcd members and agents as processes, one node per namespace, and the faults
