@@ -6,9 +6,12 @@ commands, so `picluster submit -- CMD` on a node needs no flags at all.
 
 from __future__ import annotations
 
+import math
 import os
+import pwd
+import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,31 +19,9 @@ from typing import Any
 import yaml
 
 from . import defaults
+from .endpoints import parse_endpoints
 from .errors import ConfigError
 from .etcd.keys import validate_node_name, validate_prefix
-
-# Keys allowed in the YAML file; anything else is a typo we refuse to guess about.
-FILE_KEYS = {
-    "name",
-    "endpoints",
-    "prefix",
-    "lease_ttl",
-    "slots",
-    "labels",
-    "data_dir",
-    "cacert",
-    "cert",
-    "key",
-    "master",
-    "address",
-    "job_user",
-    "log_level",
-    "result_tail_bytes",
-    "kill_grace",
-    "keep_finished",
-    "keep_finished_seconds",
-    "prefetch",
-}
 
 ENV = {
     "endpoints": "PICLUSTER_ENDPOINTS",
@@ -83,17 +64,19 @@ def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[st
     """Read a YAML config; a missing optional file is an empty config."""
     if path is None:
         return {}
+    if str(path) == "":
+        raise ConfigError("config file: empty path")
     p = Path(path).expanduser()
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         if required:
             raise ConfigError(f"config file {p} not found") from e
         return {}
-    except PermissionError as e:
-        if required:
-            raise ConfigError(f"config file {p} is not readable") from e
-        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        # A directory, a path through a file, no permission, not text: never guess.
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"config file {p} is not readable: {reason}") from e
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -103,10 +86,13 @@ def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[st
         raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of settings")
-    unknown = sorted(set(data) - FILE_KEYS)
+    unknown = sorted(str(k) for k in set(data) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"config file {p}: unknown setting(s) {', '.join(unknown)}")
-    return data
+    try:
+        return {name: check_setting(name, value) for name, value in data.items()}
+    except ConfigError as e:
+        raise ConfigError(f"config file {p}: {e}") from e
 
 
 def default_config_path() -> str | None:
@@ -127,19 +113,6 @@ def _pick(flag: Any, env_name: str | None, file_value: Any) -> Any:
     return file_value
 
 
-def _endpoints(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    elif isinstance(value, list | tuple):
-        items = [str(v).strip() for v in value]
-    else:
-        raise ConfigError("endpoints must be a comma-separated string or a list")
-    items = [i for i in items if i]
-    if not items:
-        raise ConfigError("no etcd endpoints given")
-    return tuple(items)
-
-
 def build_connection(
     file: Mapping[str, Any],
     *,
@@ -151,11 +124,11 @@ def build_connection(
 ) -> Connection:
     eps = _pick(endpoints, ENV["endpoints"], file.get("endpoints"))
     return Connection(
-        endpoints=_endpoints(eps) if eps is not None else defaults.ENDPOINTS,
+        endpoints=parse_endpoints(eps) if eps is not None else defaults.ENDPOINTS,
         prefix=validate_prefix(_pick(prefix, ENV["prefix"], file.get("prefix")) or defaults.PREFIX),
-        cacert=_pick(cacert, ENV["cacert"], file.get("cacert")),
-        cert=_pick(cert, ENV["cert"], file.get("cert")),
-        key=_pick(key, ENV["key"], file.get("key")),
+        cacert=_path_or_none("cacert", _pick(cacert, ENV["cacert"], file.get("cacert"))),
+        cert=_path_or_none("cert", _pick(cert, ENV["cert"], file.get("cert"))),
+        key=_path_or_none("key", _pick(key, ENV["key"], file.get("key"))),
     )
 
 
@@ -179,13 +152,20 @@ def parse_labels(items: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
         return {}
     pairs: list[tuple[str, str]] = []
     if isinstance(items, Mapping):
-        pairs = [(str(k), str(v)) for k, v in items.items()]
-    else:
+        for k, v in items.items():
+            if not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise ConfigError(f"label {k}: the value must be a string, got {v!r}")
+            pairs.append((str(k), str(v)))
+    elif isinstance(items, list | tuple):
         for item in items:
+            if not isinstance(item, str):
+                raise ConfigError(f"label {item!r}: expected KEY=VALUE")
             k, sep, v = item.partition("=")
             if not sep:
                 raise ConfigError(f"label {item!r}: expected KEY=VALUE")
             pairs.append((k.strip(), v.strip()))
+    else:
+        raise ConfigError(f"labels must be a mapping of key: value, got {items!r}")
     labels: dict[str, str] = {}
     for k, v in pairs:
         validate_node_name(k) if k else None
@@ -195,52 +175,188 @@ def parse_labels(items: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
     return labels
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
+# ---------------------------------------------------------------- one check per setting
+#
+# Each check takes a setting's typed value (YAML's own type, or a flag's after argparse
+# converted it) and returns it normalised, or raises ConfigError. The config file, the
+# agent's flags (cli.py) and build_agent_config all use the same checks.
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# etcd's own ceiling on a lease TTL (MaxLeaseTTL, seconds).
+MAX_LEASE_TTL = 9_000_000_000
+# Both output tails of one result must fit in etcd's 1.5 MiB request limit.
+MAX_RESULT_TAIL_BYTES = 512 * 1024
+# What useradd accepts on Debian (NAME_REGEX), without the trailing '$' of machine accounts.
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"must be an integer, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return check
+
+
+def _seconds(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"must be at least 0 seconds, got {value}")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    """A non-empty single-line string (a path, an address)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"must be a non-empty string, got {value!r}")
+    if not value.isprintable():
+        raise ConfigError(f"must be printable text on one line, got {value!r}")
+    return value
+
+
+def _address(value: Any) -> str:
+    if any(c.isspace() for c in _text(value)):
+        raise ConfigError(f"must be a host name or address without spaces, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _log_level(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        raise ConfigError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.upper()
+
+
+def _job_user(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _USER_NAME.fullmatch(value):
+        raise ConfigError(f"must be a user name (like {defaults.JOB_USER}), got {value!r}")
+    return value
+
+
+def _node_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"must be a node name (a string), got {value!r}")
+    return validate_node_name(value)
+
+
+def _prefix(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"must be a key prefix (a string), got {value!r}")
+    return validate_prefix(value)
+
+
+def _labels(value: Any) -> dict[str, str]:
+    # A list of "k=v" is the flags' form; in the file, labels are a mapping.
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"must be a mapping of key: value, got {value!r}")
+    return parse_labels(value)
+
+
+def _lease_ttl(value: Any) -> int:
+    ttl = _integer(1, MAX_LEASE_TTL)(value)
+    if ttl < defaults.MIN_LEASE_TTL:
+        raise ConfigError(
+            f"{ttl}s is below etcd's minimum of {defaults.MIN_LEASE_TTL}s "
+            "(1.5 x the default election timeout)"
+        )
+    return ttl
+
+
+SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "name": _node_name,
+    "endpoints": parse_endpoints,
+    "prefix": _prefix,
+    "cacert": _text,
+    "cert": _text,
+    "key": _text,
+    "lease_ttl": _lease_ttl,
+    "slots": _integer(1),
+    "labels": _labels,
+    "data_dir": _text,
+    "master": _boolean,
+    "address": _address,
+    "job_user": _job_user,
+    "log_level": _log_level,
+    "result_tail_bytes": _integer(0, MAX_RESULT_TAIL_BYTES),
+    "kill_grace": _seconds,
+    "keep_finished": _integer(0),
+    "keep_finished_seconds": _seconds,
+    "prefetch": _integer(0),
+}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """`value` normalised, or ConfigError "<name>: <why>"."""
     try:
-        n = int(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from e
-    if n < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {n}")
-    return n
+        return SETTINGS[name](value)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from e
+
+
+def _path_or_none(name: str, value: Any) -> str | None:
+    return None if value is None else check_setting(name, value)  # type: ignore[no-any-return]
 
 
 def build_agent_config(
     file: Mapping[str, Any], connection: Connection, **flags: Any
 ) -> AgentConfig:
-    """Merge agent flags (None = not given) over the file's settings."""
+    """Merge agent flags (None = not given) over the file's settings, each value checked."""
 
     def get(name: str, default: Any) -> Any:
         flag = flags.get(name)
-        if flag is not None:
-            return flag
-        return file.get(name, default)
+        value = flag if flag is not None else file.get(name, default)
+        return value if value is None else check_setting(name, value)
 
-    ttl = _int("lease TTL", get("lease_ttl", defaults.LEASE_TTL), 1)
-    if ttl < defaults.MIN_LEASE_TTL:
-        raise ConfigError(
-            f"lease TTL {ttl}s is below etcd's minimum of {defaults.MIN_LEASE_TTL}s "
-            "(1.5 x the default election timeout)"
-        )
     labels = parse_labels(file.get("labels"))
     labels.update(parse_labels(flags.get("labels")))
-    master = file.get("master", True) if flags.get("master") is None else flags["master"]
-    if not isinstance(master, bool):
-        raise ConfigError("master must be true or false")
+    job_user = get("job_user", None)
+    if job_user is not None:
+        _require_user(job_user)
     return AgentConfig(
         connection=connection,
-        name=validate_node_name(str(get("name", socket.gethostname().split(".")[0]))),
-        lease_ttl=ttl,
-        slots=_int("slots", get("slots", os.cpu_count() or 1), 1),
+        name=get("name", socket.gethostname().split(".")[0]),
+        lease_ttl=get("lease_ttl", defaults.LEASE_TTL),
+        slots=get("slots", os.cpu_count() or 1),
         labels=labels,
-        data_dir=str(get("data_dir", defaults.DATA_DIR)),
-        master=master,
-        address=str(get("address", "") or socket.getfqdn()),
-        job_user=get("job_user", None),
-        log_level=str(get("log_level", "INFO")).upper(),
-        result_tail_bytes=_int("result_tail_bytes", get("result_tail_bytes", 64 * 1024), 0),
-        kill_grace=float(get("kill_grace", 10.0)),
-        keep_finished=_int("keep_finished", get("keep_finished", 10_000), 0),
-        keep_finished_seconds=float(get("keep_finished_seconds", 7 * 24 * 3600)),
-        prefetch=_int("prefetch", get("prefetch", 0), 0),
+        data_dir=get("data_dir", defaults.DATA_DIR),
+        master=get("master", True),
+        address=get("address", None) or socket.getfqdn(),
+        job_user=job_user,
+        log_level=get("log_level", "INFO"),
+        result_tail_bytes=get("result_tail_bytes", 64 * 1024),
+        kill_grace=get("kill_grace", 10.0),
+        keep_finished=get("keep_finished", 10_000),
+        keep_finished_seconds=get("keep_finished_seconds", 7 * 24 * 3600),
+        prefetch=get("prefetch", 0),
     )
+
+
+def _require_user(name: str) -> None:
+    # Every job would fail on this node otherwise; say so once, at the start.
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"job_user: no user {name!r} on this machine") from None
+
+
+def ensure_data_dir(path: str) -> None:
+    """Make the agent's data dir if needed; refuse one it cannot write (every job would fail)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"data_dir: cannot create {path}: {e.strerror}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data_dir: {path} is not writable by this user")

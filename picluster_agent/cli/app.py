@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,12 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__, defaults
-from ..config import Connection, build_agent_config, from_flags
+from ..config import LOG_LEVELS, Connection, build_agent_config, ensure_data_dir, from_flags
 from ..coord.election import current_leader
 from ..coord.registry import list_nodes
 from ..errors import ConfigError, NotFound, PiclusterError, Unavailable
 from ..etcd.adapter import EtcdClient, TLSFiles
 from ..etcd.keys import Keys
+from . import argtypes
+from .argtypes import Parser
 from .output import emit, error
 
 EXIT_CODES = """exit codes:
@@ -37,6 +40,10 @@ EXIT_CODES = """exit codes:
 
 Handler = Callable[[argparse.Namespace], int]
 
+# The demo runs every agent on this machine.
+DEMO_MAX_AGENTS = 16
+DEMO_MAX_JOBS = 100_000
+
 
 # ---------------------------------------------------------------- shared options
 
@@ -45,15 +52,24 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection (flags > environment > config file)")
     g.add_argument(
         "--config",
+        type=argtypes.text,
         help=f"YAML config file (default: {defaults.USER_CONFIG_FILE} or {defaults.CONFIG_FILE})",
     )
-    g.add_argument("--endpoints", help="etcd endpoints, comma-separated [PICLUSTER_ENDPOINTS]")
     g.add_argument(
-        "--prefix", help=f"etcd key prefix (default {defaults.PREFIX}) [PICLUSTER_PREFIX]"
+        "--endpoints",
+        type=argtypes.endpoints,
+        help="etcd endpoints, comma-separated [PICLUSTER_ENDPOINTS]",
     )
-    g.add_argument("--cacert", help="CA certificate for etcd TLS [PICLUSTER_CACERT]")
-    g.add_argument("--cert", help="client certificate [PICLUSTER_CERT]")
-    g.add_argument("--key", help="client key [PICLUSTER_KEY]")
+    g.add_argument(
+        "--prefix",
+        type=argtypes.setting("prefix"),
+        help=f"etcd key prefix (default {defaults.PREFIX}) [PICLUSTER_PREFIX]",
+    )
+    g.add_argument(
+        "--cacert", type=argtypes.text, help="CA certificate for etcd TLS [PICLUSTER_CACERT]"
+    )
+    g.add_argument("--cert", type=argtypes.text, help="client certificate [PICLUSTER_CERT]")
+    g.add_argument("--key", type=argtypes.text, help="client key [PICLUSTER_KEY]")
 
 
 def _output_option(p: argparse.ArgumentParser) -> None:
@@ -93,6 +109,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         prefetch=args.prefetch,
     )
+    ensure_data_dir(cfg.data_dir)
     logging.basicConfig(
         level=cfg.log_level,
         stream=sys.stderr,
@@ -187,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="picluster",
         description="Run and use a picluster: a self-healing job cluster on etcd.",
         epilog=EXIT_CODES,
@@ -198,23 +215,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agent", help="run this node's agent (normally as a systemd service)")
     _connection_options(p)
-    p.add_argument("--name", help="node name (default: the hostname)")
     p.add_argument(
-        "--lease-ttl", type=int, help=f"session lease TTL in seconds (default {defaults.LEASE_TTL})"
+        "--name", type=argtypes.setting("name"), help="node name (default: the hostname)"
     )
-    p.add_argument("--slots", type=int, help="job slots (default: CPU count)")
-    p.add_argument("--label", action="append", metavar="K=V", help="node label (repeatable)")
-    p.add_argument("--data-dir", help=f"job logs and work dirs (default {defaults.DATA_DIR})")
+    p.add_argument(
+        "--lease-ttl",
+        type=argtypes.setting("lease_ttl", int),
+        help=f"session lease TTL in seconds (default {defaults.LEASE_TTL})",
+    )
+    p.add_argument(
+        "--slots", type=argtypes.setting("slots", int), help="job slots (default: CPU count)"
+    )
+    p.add_argument(
+        "--label",
+        type=argtypes.label,
+        action="append",
+        metavar="K=V",
+        help="node label (repeatable)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=argtypes.setting("data_dir"),
+        help=f"job logs and work dirs (default {defaults.DATA_DIR})",
+    )
     p.add_argument("--no-master", action="store_true", help="never campaign: a worker only")
-    p.add_argument("--address", help="address advertised in the registry")
-    p.add_argument("--job-user", help="run jobs as this user (when the agent runs as root)")
+    p.add_argument(
+        "--address", type=argtypes.setting("address"), help="address advertised in the registry"
+    )
+    p.add_argument(
+        "--job-user",
+        type=argtypes.setting("job_user"),
+        help="run jobs as this user (when the agent runs as root)",
+    )
     p.add_argument(
         "--prefetch",
-        type=int,
+        type=argtypes.setting("prefetch", int),
         help="jobs the master may queue on this node beyond its slots (default 0): more "
         "throughput for short jobs, but a later higher-priority job may wait behind them",
     )
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-level",
+        type=argtypes.setting("log_level"),
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (default INFO)",
+    )
     p.add_argument(
         "--no-check-connection",
         dest="check_connection",
@@ -234,8 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_master)
 
     p = sub.add_parser("demo", help="run a local cluster on loopback: election, jobs, failover")
-    p.add_argument("--agents", type=int, default=3, help="number of agents (default 3)")
-    p.add_argument("--jobs", type=int, default=200, help="jobs in the demo batch (default 200)")
+    p.add_argument(
+        "--agents",
+        type=argtypes.integer(2, DEMO_MAX_AGENTS),
+        default=3,
+        help=f"number of agents, 2-{DEMO_MAX_AGENTS}: one fails over to another (default 3)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=argtypes.integer(0, DEMO_MAX_JOBS),
+        default=200,
+        help=f"jobs in the demo batch, 0-{DEMO_MAX_JOBS} (default 200)",
+    )
     p.set_defaults(func=cmd_demo)
 
     _register_optional(sub)
@@ -273,6 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`picluster jobs | head`): not an error worth a line.
+        return 0
+    except Exception as e:
+        # A bug, not bad input: still one line, and the traceback on request.
+        if os.environ.get("PICLUSTER_DEBUG"):
+            raise
+        error(f"internal error: {type(e).__name__}: {e} (PICLUSTER_DEBUG=1 shows the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

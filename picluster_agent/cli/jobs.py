@@ -15,16 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..client import Client, JobStatus, summarize
+from ..client import Client, JobStatus, SubmitResult, summarize
 from ..config import from_flags, parse_labels
 from ..errors import ConfigError
 from ..jobs.records import JobState
 from ..jobs.spec import JobSpec, SpecError, build_spec, parse_duration, parse_spec, parse_start_time
+from . import argtypes
 from .output import emit, error
 
 EXIT_DUPLICATE = 5
 EXIT_JOB_FAILED = 6
 EXIT_TIMEOUT = 7
+MAX_ARRAY = 100_000
 
 JOB_EXIT_CODES = """job exit codes:
   5  submit: the job id had been accepted before (nothing new was created)
@@ -52,12 +54,12 @@ def _env(items: list[str] | None) -> dict[str, str]:
 
 def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
     now = time.time()
-    if args.at and args.after:
+    if args.at is not None and args.after is not None:
         raise SpecError("give --at or --after, not both", field="not_before")
     not_before = None
-    if args.at:
+    if args.at is not None:
         not_before = parse_start_time(args.at, now)
-    elif args.after:
+    elif args.after is not None:
         not_before = now + parse_duration(args.after, what="--after")
     if not command:
         raise SpecError("no command given: picluster submit [OPTIONS] -- CMD ARGS...")
@@ -66,7 +68,7 @@ def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
         shell=args.shell or None,
         env=_env(args.env),
         cwd=args.cwd,
-        timeout=parse_duration(args.timeout, what="--timeout") if args.timeout else None,
+        timeout=None if args.timeout is None else parse_duration(args.timeout, what="--timeout"),
         max_attempts=args.max_attempts,
         priority=args.priority,
         slots=args.slots,
@@ -127,8 +129,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         base = _spec_from_args(args, command)
         if args.array:
-            if args.array < 1 or args.array > 100_000:
-                raise SpecError("--array must be between 1 and 100000")
             if args.id:
                 raise SpecError("--id cannot be combined with --array (ids are made per job)")
             specs = [
@@ -150,8 +150,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         results = _submit_with_progress(client, specs, ids)
     duplicate = any(not r.accepted for r in results)
-    if args.output == "json" and not args.wait:
-        emit("json", [{"id": r.id, "accepted": r.accepted} for r in results])
+    submitted = [{"id": r.id, "accepted": r.accepted} for r in results]
+    if args.output == "json":
+        if not args.wait:  # with --wait, the one JSON document comes at the end
+            emit("json", submitted)
     else:
         for r in results:
             print(r.id, flush=True)
@@ -159,7 +161,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not r.accepted:
             error(f"job {r.id} was already accepted; nothing new was created")
     if args.wait:
-        return _wait_and_report(client, [r.id for r in results], None, args.output)
+        return _wait_and_report(client, [r.id for r in results], None, args.output, results)
     return EXIT_DUPLICATE if duplicate else 0
 
 
@@ -243,7 +245,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_and_report(client: Client, ids: list[str], timeout: float | None, fmt: str) -> int:
+def _wait_and_report(
+    client: Client,
+    ids: list[str],
+    timeout: float | None,
+    fmt: str,
+    submitted: list[SubmitResult] | None = None,
+) -> int:
+    """Wait, print the outcome (one JSON document with `-o json`), return the exit code.
+
+    `submitted`: what `submit --wait` committed, shown in the JSON document as "submitted".
+    """
     if len(ids) > 1 and sys.stderr.isatty():
         from rich.progress import Progress
 
@@ -256,7 +268,13 @@ def _wait_and_report(client: Client, ids: list[str], timeout: float | None, fmt:
         statuses = client.wait(ids, timeout=timeout)
     counts = summarize(statuses)
     if fmt == "json":
-        emit("json", {"jobs": [s.to_dict() for s in statuses.values()], "counts": counts})
+        doc: dict[str, Any] = {
+            "jobs": [s.to_dict() for s in statuses.values()],
+            "counts": counts,
+        }
+        if submitted is not None:
+            doc["submitted"] = [{"id": r.id, "accepted": r.accepted} for r in submitted]
+        emit("json", doc)
     elif len(ids) == 1:
         s = next(iter(statuses.values()))
         extra = f" (exit code {s.record.exit_code})" if s.record and s.record.exit_code else ""
@@ -271,7 +289,7 @@ def _wait_and_report(client: Client, ids: list[str], timeout: float | None, fmt:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    timeout = parse_duration(args.timeout, what="--timeout") if args.timeout else None
+    timeout = None if args.timeout is None else parse_duration(args.timeout, what="--timeout")
     return _wait_and_report(_client(args), args.ids, timeout, args.output)
 
 
@@ -293,13 +311,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_drain(args: argparse.Namespace) -> int:
     _client(args).drain(args.node, force=args.force)
-    print(f"node {args.node} drained: no new jobs; running jobs finish")
+    if args.output == "json":
+        emit("json", {"node": args.node, "drained": True})
+    else:
+        print(f"node {args.node} drained: no new jobs; running jobs finish")
     return 0
 
 
 def cmd_undrain(args: argparse.Namespace) -> int:
     was = _client(args).undrain(args.node)
-    print(f"node {args.node} {'undrained' if was else 'was not drained'}")
+    if args.output == "json":
+        emit("json", {"node": args.node, "drained": False, "was_drained": was})
+    else:
+        print(f"node {args.node} {'undrained' if was else 'was not drained'}")
     return 0
 
 
@@ -323,48 +347,82 @@ def add_parsers(
         return p
 
     p = parser("submit", "submit a job; prints its id once etcd has committed it", cmd_submit)
-    p.add_argument("--id", help="job id (default: a new ULID); the same id again creates nothing")
-    p.add_argument("--priority", type=int, help="higher runs first (-1000..1000, default 0)")
-    p.add_argument("--max-attempts", type=int, help="run again on failure, up to N attempts")
-    p.add_argument("--timeout", help="stop the job after this long (e.g. 90s, 5m, 2h)")
-    p.add_argument("--slots", type=int, help="slots the job occupies on its node (default 1)")
-    p.add_argument("--memory", type=int, metavar="MB", help="memory the job needs, in MiB")
-    p.add_argument("--label", action="append", metavar="K=V", help="run only on nodes with it")
-    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
-    p.add_argument("--cwd", help="working directory on the node (absolute)")
-    p.add_argument("--at", help="not before this time (ISO 8601, or HH:MM)")
-    p.add_argument("--after", help="not before this long from now (e.g. 10m)")
-    p.add_argument("--name", help="a human-readable name")
+    # Spec fields are checked when the spec is built, before any connection: the types
+    # here only convert, so that each rule lives in spec.py.
+    p.add_argument(
+        "--id",
+        type=argtypes.job_id,
+        help="job id (default: a new ULID); the same id again creates nothing",
+    )
+    p.add_argument(
+        "--priority", type=argtypes.integer(), help="higher runs first (-1000..1000, default 0)"
+    )
+    p.add_argument(
+        "--max-attempts", type=argtypes.integer(), help="run again on failure, up to N attempts"
+    )
+    p.add_argument(
+        "--timeout", type=argtypes.text, help="stop the job after this long (e.g. 90s, 5m, 2h)"
+    )
+    p.add_argument(
+        "--slots", type=argtypes.integer(), help="slots the job occupies on its node (default 1)"
+    )
+    p.add_argument(
+        "--memory", type=argtypes.integer(), metavar="MB", help="memory the job needs, in MiB"
+    )
+    p.add_argument(
+        "--label",
+        type=argtypes.label,
+        action="append",
+        metavar="K=V",
+        help="run only on nodes with it",
+    )
+    p.add_argument(
+        "--env", type=argtypes.text, action="append", metavar="K=V", help="environment variable"
+    )
+    p.add_argument("--cwd", type=argtypes.text, help="working directory on the node (absolute)")
+    p.add_argument("--at", type=argtypes.text, help="not before this time (ISO 8601, or HH:MM)")
+    p.add_argument("--after", type=argtypes.text, help="not before this long from now (e.g. 10m)")
+    p.add_argument("--name", type=argtypes.text, help="a human-readable name")
     p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
-    p.add_argument("--array", type=int, metavar="N", help="N jobs; PICLUSTER_ARRAY_INDEX=0..N-1")
-    p.add_argument("--file", metavar="FILE", help="specs as JSON lines or an array ('-': stdin)")
+    p.add_argument(
+        "--array",
+        type=argtypes.integer(1, MAX_ARRAY),
+        metavar="N",
+        help="N jobs; PICLUSTER_ARRAY_INDEX=0..N-1",
+    )
+    p.add_argument(
+        "--file",
+        type=argtypes.text,
+        metavar="FILE",
+        help="specs as JSON lines or an array ('-': stdin)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the jobs to finish")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
     p = parser("status", "show one job: state, attempts, node, result, why it waits", cmd_status)
-    p.add_argument("id")
+    p.add_argument("id", type=argtypes.job_id)
 
     p = parser("jobs", "list jobs", cmd_jobs)
     p.add_argument("--state", choices=[s.value for s in JobState])
-    p.add_argument("--node")
-    p.add_argument("--limit", type=int, help="only the last N")
+    p.add_argument("--node", type=argtypes.node_name)
+    p.add_argument("--limit", type=argtypes.integer(1), help="only the last N")
 
     p = parser("logs", "the tail of a finished attempt's output", cmd_logs)
-    p.add_argument("id")
+    p.add_argument("id", type=argtypes.job_id)
     p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
 
     p = parser("wait", "wait for jobs to finish; exit 0 only if all succeeded", cmd_wait)
-    p.add_argument("ids", nargs="+", metavar="ID")
-    p.add_argument("--timeout", help="give up after this long (e.g. 30s, 10m)")
+    p.add_argument("ids", nargs="+", metavar="ID", type=argtypes.job_id)
+    p.add_argument("--timeout", type=argtypes.text, help="give up after this long (e.g. 30s, 10m)")
 
     p = parser(
         "cancel", "cancel a job: queued ones never start, running ones are stopped", cmd_cancel
     )
-    p.add_argument("id")
+    p.add_argument("id", type=argtypes.job_id)
 
     p = parser("drain", "give a node no new jobs; its running jobs finish", cmd_drain)
-    p.add_argument("node")
+    p.add_argument("node", type=argtypes.node_name)
     p.add_argument("--force", action="store_true", help="even if the node is not registered")
 
     p = parser("undrain", "let a drained node take jobs again", cmd_undrain)
-    p.add_argument("node")
+    p.add_argument("node", type=argtypes.node_name)

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ..errors import ConfigError
+from . import argtypes
+
 # Exit codes, aligned with the CLI's: 1 a host failed, 2 bad input.
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -134,16 +139,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "playbook",
+        type=argtypes.text,
         nargs="?",
         default="site.yml",
         metavar="PLAYBOOK",
         help="playbook, relative to the repository (default site.yml; e.g. playbooks/upgrade.yml)",
     )
-    p.add_argument("-i", "--inventory", help="inventory file or directory (default: ansible.cfg's)")
-    p.add_argument("-l", "--limit", help="only these hosts or groups (Ansible pattern)")
+    p.add_argument(
+        "-i",
+        "--inventory",
+        type=argtypes.text,
+        help="inventory file or directory (default: ansible.cfg's)",
+    )
+    p.add_argument(
+        "-l", "--limit", type=argtypes.text, help="only these hosts or groups (Ansible pattern)"
+    )
     p.add_argument(
         "-e",
         "--extra-vars",
+        type=argtypes.text,
         action="append",
         default=[],
         metavar="VARS",
@@ -152,6 +166,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="dry run: report what would change")
     p.add_argument(
         "--project-dir",
+        type=argtypes.text,
         help="repository holding ansible.cfg and the playbooks (default: found from here)",
     )
     p.set_defaults(func=run)
@@ -162,7 +177,7 @@ def find_project_dir(start: Path | None = None) -> Path | None:
     """The repository: the current directory or a parent with ansible.cfg and site.yml,
     else the checkout this module runs from (an editable install)."""
     here = (start or Path.cwd()).resolve()
-    candidates = [here, *here.parents, Path(__file__).resolve().parents[1]]
+    candidates = [here, *here.parents, Path(__file__).resolve().parents[2]]
     for d in candidates:
         if (d / "ansible.cfg").is_file() and (d / "site.yml").is_file():
             return d
@@ -179,29 +194,66 @@ def build_cmdline(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def check_extra_vars(value: str) -> None:
+    """Refuse what ansible-playbook would refuse only after starting: a missing @file,
+    broken inline JSON/YAML, a word that is not key=value."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError(f"extra vars {value!r}: no readable file {path}")
+        return
+    if value.lstrip().startswith(("{", "[")):
+        try:
+            data = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"extra vars {value!r}: not valid JSON or YAML") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"extra vars {value!r}: must be a mapping")
+        return
+    try:
+        words = shlex.split(value)
+    except ValueError as e:
+        raise ConfigError(f"extra vars {value!r}: {e}") from e
+    for word in words:
+        key, sep, _ = word.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"extra vars {value!r}: {word!r} is not key=value")
+
+
+def _checked_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The project dir and playbook, after every argument was checked."""
+    if args.project_dir:
+        project: Path | None = Path(args.project_dir).resolve()
+        if not (project / "ansible.cfg").is_file():  # type: ignore[operator]
+            raise ConfigError(f"--project-dir {args.project_dir}: no ansible.cfg there")
+    else:
+        project = find_project_dir()
+        if project is None:
+            raise ConfigError("no repository with ansible.cfg and site.yml found (--project-dir)")
+    playbook = (project / args.playbook).resolve()  # type: ignore[operator]
+    if not playbook.is_file():
+        raise ConfigError(f"playbook {playbook} not found")
+    if args.inventory and not Path(args.inventory).exists():
+        raise ConfigError(f"inventory {args.inventory} not found")
+    for value in args.extra_vars:
+        check_extra_vars(value)
+    return project, playbook  # type: ignore[return-value]
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import ansible_runner
     except ImportError:
-        print(
-            "picluster: provision needs ansible-runner, from the provision extra of "
+        raise ConfigError(
+            "provision needs ansible-runner, from the provision extra of "
             "picluster-agent: in the checkout, pip install '.[provision]' "
-            "(or pipx install --force '.[provision]')",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+            "(or pipx install --force '.[provision]')"
+        ) from None
+    project, playbook = _checked_paths(args)
     from rich.console import Console
     from rich.live import Live
 
     err = Console(stderr=True)
-    project = Path(args.project_dir).resolve() if args.project_dir else find_project_dir()
-    if project is None:
-        err.print("picluster: no repository with ansible.cfg and site.yml found (--project-dir)")
-        return EXIT_USAGE
-    playbook = (project / args.playbook).resolve()
-    if not playbook.is_file():
-        err.print(f"picluster: playbook {playbook} not found")
-        return EXIT_USAGE
 
     state = RunState()
     console = Console()

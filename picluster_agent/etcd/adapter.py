@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 # grpc's C core logs to stderr on its own ("E1125 ... Corruption detected."); the CLI's
 # contract is one clear line per error, made from the error we raise.
@@ -31,6 +30,7 @@ import grpc
 from pyetcd import etcdrpc  # generated etcd v3 API messages and stubs only
 
 from .. import defaults
+from ..endpoints import parse_endpoint
 from ..errors import ConfigError, Indeterminate, PiclusterError, Unavailable
 from .keys import prefix_end
 
@@ -164,19 +164,6 @@ class TLSFiles:
     key: str | None = None
 
 
-def _parse_endpoint(url: str) -> tuple[str, str, int]:
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"bad etcd endpoint {url!r}: expected http(s)://HOST:PORT")
-    try:
-        port = parts.port or 2379
-    except ValueError as e:
-        raise ConfigError(f"bad etcd endpoint {url!r}: {e}") from e
-    return parts.scheme, parts.hostname, port
-
-
 _CHANNEL_OPTIONS = [
     # grpc honours http_proxy/grpc_proxy from the environment: cluster traffic never
     # goes through a proxy.
@@ -200,7 +187,7 @@ class _Member:
     """One endpoint: its channel and the service stubs on it."""
 
     def __init__(self, url: str, credentials: grpc.ChannelCredentials | None) -> None:
-        scheme, host, port = _parse_endpoint(url)
+        scheme, host, port = parse_endpoint(url)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if scheme == "https":
             self.channel = grpc.secure_channel(
@@ -269,6 +256,8 @@ class EtcdClient:
         self._lock = threading.Lock()
 
     def _credentials(self) -> grpc.ChannelCredentials | None:
+        if bool(self.tls.cert) != bool(self.tls.key):
+            raise ConfigError("a client certificate needs both --cert and --key")
         contents: dict[str, bytes | None] = {}
         for label, path in (
             ("CA", self.tls.cacert),
@@ -283,8 +272,9 @@ class EtcdClient:
                     contents[label] = f.read()
             except OSError as e:
                 raise ConfigError(f"cannot read TLS {label} file {path}: {e.strerror}") from e
-        if bool(self.tls.cert) != bool(self.tls.key):
-            raise ConfigError("a client certificate needs both --cert and --key")
+            # grpc would take any bytes and fail only at the handshake, far from the cause.
+            if b"-----BEGIN " not in contents[label]:  # type: ignore[operator]
+                raise ConfigError(f"TLS {label} file {path} holds no PEM data")
         if not any(contents.values()):
             return None
         return grpc.ssl_channel_credentials(

@@ -266,7 +266,7 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
     rule = "use seconds (45) or a number with units d, h, m, s, largest first (90s, 5m, 1h30m)"
     s = text.strip().lower() if isinstance(text, str) else ""
     if _PLAIN_SECONDS.fullmatch(s):
-        return float(s)
+        return _finite(float(s), text, what)
     total, pos, units = 0.0, 0, ""
     while s and pos < len(s):
         m = _DURATION_PART.match(s, pos)
@@ -280,7 +280,14 @@ def parse_duration(text: str, *, what: str = "duration") -> float:
         pos = m.end()
     if not units:
         raise SpecError(f"{text!r} is not a duration: {rule}", field=what)
-    return total
+    return _finite(total, text, what)
+
+
+def _finite(seconds: float, text: str, what: str) -> float:
+    # "9" * 400 parses to infinity: a wait that never ends is not what anyone typed.
+    if not math.isfinite(seconds):
+        raise SpecError(f"{text[:20]!r}... is too long a duration", field=what)
+    return seconds
 
 
 def parse_start_time(text: str, now: float, *, what: str = "--at") -> float:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import tomllib
 from pathlib import Path
 
-from picluster_agent.cli import provision
+from picluster_agent.cli import app, provision
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -51,7 +50,7 @@ def test_agent_role_finds_the_wheel_by_its_file_name():
 
 def test_provision_hint_names_the_right_distribution(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ansible_runner", None)  # the import fails
-    assert provision.run(argparse.Namespace()) == provision.EXIT_USAGE
+    assert app.main(["provision"]) == provision.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "picluster-agent" in err and "'.[provision]'" in err
     assert "picluster[" not in err
