@@ -11,16 +11,12 @@ the slots (and memory) free. Up to `ASSIGN_BATCH` assignments share one transact
 
 from __future__ import annotations
 
-import heapq
 import logging
 import queue
 import time
-from collections import deque
-from dataclasses import dataclass
 
 from ..config import AgentConfig
 from ..coord.election import Election
-from ..coord.registry import NodeInfo
 from ..coord.session import SessionState
 from ..errors import NotLeader, PiclusterError, Unavailable
 from ..etcd.adapter import (
@@ -33,8 +29,11 @@ from ..etcd.keys import Keys
 from ..jobs import transitions
 from ..jobs.placement import NodeSlots, pick
 from ..jobs.records import JobRecord, JobState
-from ..jobs.spec import JobSpec, SpecError, parse_spec
+from ..jobs.spec import SpecError, parse_spec
 from ..stopping import StopSignal
+from .backlog import Backlog, Pending
+from .retention import Finished
+from .view import ClusterView
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +52,6 @@ IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
 
 class _Resync(Exception):
     """A watch lost its place in etcd's history: the model must be rebuilt from a read."""
-
-
-@dataclass
-class Pending:
-    id: str
-    spec: JobSpec
-    source_key: str  # queue/<id> for a fresh submission, jobs/<id> for a re-run
-    source_revision: int  # mod revision of source_key when read: compared at assignment
-    seq: int
-    record: JobRecord | None = None  # the stored record, for re-runs
-
-    @property
-    def fresh(self) -> bool:
-        return self.record is None
-
-    @property
-    def not_before(self) -> float:
-        if self.record is not None and self.record.not_before:
-            return self.record.not_before
-        return self.spec.not_before or 0.0
-
-    def order(self) -> tuple[int, int]:
-        return (-self.spec.priority, self.seq)
-
-
-@dataclass
-class Placed:
-    id: str
-    node: str
-    attempt: int
-    slots: int
-    memory: int
 
 
 def scheduler_duty(cfg: AgentConfig):  # type: ignore[no-untyped-def]
@@ -106,21 +73,9 @@ class Scheduler:
     def _reset(self) -> None:
         """An empty model: filled by `_load` from one consistent read."""
         self.inbox: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
-        self.nodes: dict[str, NodeSlots] = {}
-        self.drained: set[str] = set()
-        self.pending: dict[str, Pending] = {}
-        # Heaps over `pending` (entries go stale when a job leaves `pending`; skipped when
-        # popped): jobs that may start now by (priority, FIFO), and jobs with a start time
-        # still ahead by that time. A step then costs what it assigns, not the backlog's size.
-        self._ready: list[tuple[tuple[int, int], int, Pending]] = []
-        self._later: list[tuple[float, int, Pending]] = []
-        self._pushes = 0
-        self.running: dict[str, Placed] = {}
-        self.cancels: set[str] = set()
-        self.finished: deque[tuple[float, str]] = deque()
-        self._fresh_queue: dict[str, KV] = {}
-        self._ended: list[tuple[str, str]] = []
-        self._new_cancels: set[str] = set()
+        self.view = ClusterView(self.keys)
+        self.backlog = Backlog()
+        self.finished = Finished()
         self._next_gc = time.monotonic() + GC_INTERVAL
         self._last_step = 0.0
         self._last_assigned = 0  # jobs assigned by the last step
@@ -159,9 +114,9 @@ class Scheduler:
         ]
         log.info(
             "scheduler: %d queued, %d running, %d node(s) at revision %d",
-            len(self.pending) + len(self._fresh_queue),
-            len(self.running),
-            len(self.nodes),
+            len(self.backlog) + len(self.view.fresh_queue),
+            len(self.view.capacity.running),
+            len(self.view.capacity.nodes),
             revision,
         )
         try:
@@ -185,9 +140,9 @@ class Scheduler:
         self._process_submissions()
         self._release_ended()
         self._process_cancels()
-        self._last_assigned = len(self.running)
+        self._last_assigned = len(self.view.capacity.running)
         self._schedule()
-        self._last_assigned = len(self.running) - self._last_assigned
+        self._last_assigned = len(self.view.capacity.running) - self._last_assigned
         # After scheduling: the freed slots are filled without waiting for this read.
         self._classify_ended()
         if time.monotonic() >= self._next_gc:
@@ -197,10 +152,9 @@ class Scheduler:
     def _wait_time(self) -> float:
         now = time.time()
         waits = [IDLE_WAKEUP, max(0.0, self._next_gc - time.monotonic())]
-        while self._later and not self._is_current(self._later[0][2]):
-            heapq.heappop(self._later)
-        if self._later:
-            waits.append(self._later[0][0] - now)
+        next_start = self.backlog.next_start()
+        if next_start is not None:
+            waits.append(next_start - now)
         return max(0.0, min(waits))
 
     # ------------------------------------------------------------ loading state
@@ -215,12 +169,12 @@ class Scheduler:
         queued, _ = read(self.keys.queue_dir, revision=rev)
         cancels, _ = read(self.keys.cancel_dir, keys_only=True, revision=rev)
 
-        self.drained = {Keys.last_segment(kv.key) for kv in drains}
+        self.view.drained = {Keys.last_segment(kv.key) for kv in drains}
         for kv in nodes:
-            self._node_put(kv)
+            self.view.node_put(kv)
         assigned = {kv.key for kv in assigns}
-        self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
-        self._new_cancels = set(self.cancels)
+        self.view.cancels = {Keys.last_segment(kv.key) for kv in cancels}
+        self.view.new_cancels = set(self.view.cancels)
         lost: list[tuple[JobRecord, int]] = []
         for kv in jobs:
             try:
@@ -229,44 +183,19 @@ class Scheduler:
                 log.error("unreadable job record %s: %s", kv.key, e)
                 continue
             if record.state.final:
-                self.finished.append((record.finished_at or 0.0, record.id))
+                self.finished.add(record.finished_at or 0.0, record.id)
             elif record.state is JobState.QUEUED:
                 self._add_rerun(record, kv.mod_revision)
             elif record.node and self.keys.assign(record.node, record.id) in assigned:
-                self._place(record.id, record.node, record.attempt, record.job_spec())
+                self.view.capacity.place(record.id, record.node, record.attempt, record.job_spec())
             else:
                 lost.append((record, kv.mod_revision))
-        self.finished = deque(sorted(self.finished))
+        self.finished.sort()
         for kv in queued:
-            self._fresh_queue[Keys.last_segment(kv.key)] = kv
+            self.view.fresh_queue[Keys.last_segment(kv.key)] = kv
         for record, mod in lost:
             self._requeue_lost(record, mod)
         return rev
-
-    def _node_put(self, kv: KV) -> None:
-        try:
-            info = NodeInfo.from_json(kv.value)
-        except (ValueError, TypeError) as e:
-            log.error("unreadable registration %s: %s", kv.key, e)
-            return
-        old = self.nodes.get(info.name)
-        node = NodeSlots(
-            name=info.name,
-            lease=kv.lease,
-            create_revision=kv.create_revision,
-            slots=info.slots,
-            labels=dict(info.labels),
-            memory_mb=info.memory_mb,
-            prefetch=info.prefetch,
-            drained=info.name in self.drained,
-        )
-        if old is not None and old.create_revision == kv.create_revision:
-            node.used_slots, node.used_memory, node.jobs = (
-                old.used_slots,
-                old.used_memory,
-                old.jobs,
-            )
-        self.nodes[info.name] = node
 
     def _add_rerun(self, record: JobRecord, mod_revision: int) -> None:
         try:
@@ -274,20 +203,8 @@ class Scheduler:
         except SpecError as e:
             log.error("job %s has an invalid stored spec: %s", record.id, e)
             return
-        self._add_pending(
-            Pending(record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record)
-        )
-
-    def _add_pending(self, p: Pending) -> None:
-        self.pending[p.id] = p
-        self._pushes += 1
-        if p.not_before > time.time():
-            heapq.heappush(self._later, (p.not_before, self._pushes, p))
-        else:
-            heapq.heappush(self._ready, (p.order(), self._pushes, p))
-
-    def _is_current(self, p: Pending) -> bool:
-        return self.pending.get(p.id) is p
+        rerun = Pending(record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record)
+        self.backlog.add(rerun, time.time())
 
     # ------------------------------------------------------------ events
 
@@ -312,37 +229,7 @@ class Scheduler:
     def _apply(self, kind: str, events: list[Event]) -> None:
         if kind == "compacted":
             raise _Resync
-        for e in events:
-            name = Keys.last_segment(e.kv.key)
-            if kind == "queue":
-                if e.type == "PUT":
-                    self._fresh_queue[name] = e.kv
-                else:
-                    self._fresh_queue.pop(name, None)
-                    p = self.pending.get(name)
-                    if p is not None and p.fresh:
-                        del self.pending[name]
-            elif kind == "assign" and e.type == "DELETE":
-                node = e.kv.key[len(self.keys.assign_root) :].split("/", 1)[0]
-                self._ended.append((node, name))
-            elif kind == "nodes":
-                if e.type == "PUT":
-                    self._node_put(e.kv)
-                else:
-                    gone = self.nodes.pop(name, None)
-                    if gone is not None:
-                        log.info("node %s left (%d job(s) there)", name, len(gone.jobs))
-            elif kind == "drain":
-                drained = e.type == "PUT"
-                (self.drained.add if drained else self.drained.discard)(name)
-                if name in self.nodes:
-                    self.nodes[name].drained = drained
-            elif kind == "cancel":
-                if e.type == "PUT":
-                    self.cancels.add(name)
-                    self._new_cancels.add(name)
-                else:
-                    self.cancels.discard(name)
+        self.view.apply(kind, events)
 
     # ------------------------------------------------------------ submissions
 
@@ -357,9 +244,9 @@ class Scheduler:
         return found
 
     def _process_submissions(self) -> None:
-        if not self._fresh_queue:
+        if not self.view.fresh_queue:
             return
-        fresh, self._fresh_queue = self._fresh_queue, {}
+        fresh, self.view.fresh_queue = self.view.fresh_queue, {}
         rejects: list[tuple[KV, str]] = []
         # No read here: a queue key whose job exists already (a plain `etcdctl put` of a
         # used id) fails its assignment's `jobs/<id> absent` compare and is dropped then.
@@ -369,13 +256,14 @@ class Scheduler:
             except SpecError as e:
                 rejects.append((kv, str(e)))
                 continue
-            self._add_pending(Pending(job_id, spec, kv.key, kv.mod_revision, kv.create_revision))
+            fresh = Pending(job_id, spec, kv.key, kv.mod_revision, kv.create_revision)
+            self.backlog.add(fresh, time.time())
         for i, (kv, reason) in enumerate(rejects):
             try:
                 self._reject(kv, reason)
             except PiclusterError:
                 for later, _ in rejects[i:]:  # rejected at the next step, not forgotten
-                    self._fresh_queue.setdefault(Keys.last_segment(later.key), later)
+                    self.view.fresh_queue.setdefault(Keys.last_segment(later.key), later)
                 raise
 
     def _reject(self, kv: KV, reason: str) -> None:
@@ -384,7 +272,7 @@ class Scheduler:
         epoch = self.election.create_revision
         if self._fenced(transitions.reject(self.keys, kv, reason, now, epoch)):
             log.warning("job %s rejected: %s", job_id, reason)
-            self.finished.append((now, job_id))
+            self.finished.add(now, job_id)
         elif self.client.get(self.keys.job(job_id)) is not None:
             self._drop_duplicate(kv)
 
@@ -397,8 +285,8 @@ class Scheduler:
 
     def _release_ended(self) -> None:
         """Free the slots of ended assignments (again, harmlessly, after a failed step)."""
-        for node, job_id in self._ended:
-            self._unplace(job_id, node)
+        for node, job_id in self.view.ended:
+            self.view.capacity.unplace(job_id, node)
 
     def _classify_ended(self) -> None:
         """Finished (kept until retention), back in the queue (a retry), or lost with its node.
@@ -406,25 +294,25 @@ class Scheduler:
         An entry leaves `_ended` only once handled: a step that fails on etcd leaves the
         rest for the next step, so no retry and no lost worker's job is forgotten.
         """
-        if not self._ended:
+        if not self.view.ended:
             return
-        records = self._read_many([self.keys.job(job_id) for _, job_id in self._ended])
+        records = self._read_many([self.keys.job(job_id) for _, job_id in self.view.ended])
         handled = 0
         try:
-            for node, job_id in self._ended:
+            for node, job_id in self.view.ended:
                 kv = records.get(self.keys.job(job_id))
                 if kv is not None:
                     self._classify(node, job_id, kv)
                 handled += 1
         finally:
-            del self._ended[:handled]
+            del self.view.ended[:handled]
 
     def _classify(self, node: str, job_id: str, kv: KV) -> None:
         record = JobRecord.from_json(kv.value)
         if record.state.final:
-            self.finished.append((record.finished_at or time.time(), job_id))
+            self.finished.add(record.finished_at or time.time(), job_id)
         elif record.state is JobState.QUEUED:
-            if job_id not in self.pending:
+            if job_id not in self.backlog:
                 self._add_rerun(record, kv.mod_revision)
         elif record.node == node:
             # Still marked as running there, but its assignment is gone: the worker's
@@ -437,7 +325,7 @@ class Scheduler:
             self.keys,
             record,
             mod_revision,
-            cancelled=record.id in self.cancels,
+            cancelled=record.id in self.view.cancels,
             now=now,
             epoch=self.election.create_revision,
         )
@@ -448,26 +336,26 @@ class Scheduler:
         assert new is not None
         log.warning("job %s: %s", record.id, new.reason)
         if new.state.final:
-            self.finished.append((now, record.id))
+            self.finished.add(now, record.id)
         else:
             self._add_rerun(new, res.revision)
 
     # ------------------------------------------------------------ cancellation
 
     def _process_cancels(self) -> None:
-        new, self._new_cancels = self._new_cancels, set()
-        todo = sorted(new | (self.cancels & self.pending.keys()))
+        new, self.view.new_cancels = self.view.new_cancels, set()
+        todo = sorted(new | {job_id for job_id in self.backlog if job_id in self.view.cancels})
         for i, job_id in enumerate(todo):
-            if job_id not in self.cancels:
+            if job_id not in self.view.cancels:
                 continue
             try:
-                p = self.pending.get(job_id)
+                p = self.backlog.get(job_id)
                 if p is not None:
                     self._cancel_pending(p)
-                elif job_id not in self.running:
+                elif job_id not in self.view.capacity.running:
                     self._cleanup_cancel(job_id)
             except PiclusterError:
-                self._new_cancels.update(todo[i:])  # tried again at the next step
+                self.view.new_cancels.update(todo[i:])  # tried again at the next step
                 raise
 
     def _cancel_pending(self, p: Pending) -> None:
@@ -482,11 +370,11 @@ class Scheduler:
             epoch=self.election.create_revision,
         )
         done = self._fenced(change)  # raises with nothing changed here: retried
-        del self.pending[p.id]
-        self.cancels.discard(p.id)
+        self.backlog.pop(p.id)
+        self.view.cancels.discard(p.id)
         if done:
             log.info("job %s cancelled while queued", p.id)
-            self.finished.append((now, p.id))
+            self.finished.add(now, p.id)
 
     def _cleanup_cancel(self, job_id: str) -> None:
         """A cancel for a job that is finished or unknown here: re-check, then drop the key."""
@@ -496,48 +384,27 @@ class Scheduler:
             return  # a submission not yet seen by us: handled when it arrives
         if kv is not None and not JobRecord.from_json(kv.value).state.final:
             return  # running or about to be re-run: the worker / the re-queue handles it
-        self.cancels.discard(job_id)
+        self.view.cancels.discard(job_id)
         self._fenced(transitions.drop_cancel(self.keys, job_id))
 
     # ------------------------------------------------------------ placement
 
-    def _place(self, job_id: str, node_name: str, attempt: int, spec: JobSpec) -> None:
-        self.running[job_id] = Placed(job_id, node_name, attempt, spec.slots, spec.memory_mb or 0)
-        node = self.nodes.get(node_name)
-        if node is not None:
-            node.take(spec)
-            node.jobs.add(job_id)
-
-    def _unplace(self, job_id: str, node_name: str) -> None:
-        placed = self.running.get(job_id)
-        if placed is None or placed.node != node_name:
-            return
-        del self.running[job_id]
-        node = self.nodes.get(node_name)
-        if node is not None and job_id in node.jobs:
-            node.jobs.discard(job_id)
-            node.used_slots -= placed.slots
-            node.used_memory -= placed.memory
-
     def _schedule(self) -> None:
-        if not self.pending:
+        if not self.backlog:
             return
         now = time.time()
-        while self._later and self._later[0][0] <= now:
-            _, n, p = heapq.heappop(self._later)
-            if self._is_current(p):
-                heapq.heappush(self._ready, (p.order(), n, p))
-        candidates = [n for n in self.nodes.values() if not n.drained and n.used_slots < n.capacity]
+        self.backlog.release_due(now)
+        candidates = self.view.capacity.candidates()
         if not candidates:
             return
         batch: list[tuple[Pending, NodeSlots]] = []
-        taken: list[tuple[tuple[int, int], int, Pending]] = []
+        taken = []
         try:
-            while self._ready and candidates:
-                entry = heapq.heappop(self._ready)
+            while candidates:
+                entry = self.backlog.pop_ready()
+                if entry is None:
+                    break
                 p = entry[2]
-                if not self._is_current(p):
-                    continue
                 taken.append(entry)
                 node = pick(p.spec, candidates)
                 if node is None:
@@ -552,11 +419,8 @@ class Scheduler:
             if batch:
                 self._commit(batch, now)
         finally:
-            # Whatever is still pending (no node fits it, or its assignment was refused or
-            # failed) goes back into the queue; assigned jobs have left `pending`.
-            for entry in taken:
-                if self._is_current(entry[2]):
-                    heapq.heappush(self._ready, entry)
+            # Whatever is still pending goes back; assigned jobs have left the backlog.
+            self.backlog.push_back(taken)
 
     def _commit(self, batch: list[tuple[Pending, NodeSlots]], now: float) -> None:
         epoch = self.election.create_revision
@@ -587,8 +451,8 @@ class Scheduler:
         if res is not None and res.succeeded:
             for (p, node), change in zip(batch, changes, strict=True):
                 assert change.record is not None
-                self.pending.pop(p.id, None)
-                self._place(p.id, node.name, change.record.attempt, p.spec)
+                self.backlog.pop(p.id)
+                self.view.capacity.place(p.id, node.name, change.record.attempt, p.spec)
             return
         if len(batch) > 1:
             for item in batch:
@@ -603,50 +467,42 @@ class Scheduler:
         if p.fresh and (kv is None or job_kv is not None):
             # Taken already (maybe by our own write whose reply was lost), withdrawn, or a
             # second submission of an id that exists.
-            self.pending.pop(p.id, None)
+            self.backlog.pop(p.id)
             if kv is not None and job_kv is not None:
                 self._drop_duplicate(kv)
                 return
             if job_kv is not None:
                 record = JobRecord.from_json(job_kv.value)
-                if record.state.active and record.node and p.id not in self.running:
-                    self._place(p.id, record.node, record.attempt, p.spec)
+                if record.state.active and record.node and p.id not in self.view.capacity.running:
+                    self.view.capacity.place(p.id, record.node, record.attempt, p.spec)
             return
         if kv is None:
-            self.pending.pop(p.id, None)
+            self.backlog.pop(p.id)
             return
         if kv.mod_revision != p.source_revision:
-            self.pending.pop(p.id, None)
+            self.backlog.pop(p.id)
             if p.fresh:
-                self._fresh_queue[p.id] = kv
+                self.view.fresh_queue[p.id] = kv
             else:
                 record = JobRecord.from_json(kv.value)
                 if record.state is JobState.QUEUED:
                     self._add_rerun(record, kv.mod_revision)
         node_kv = self.client.get(self.keys.node(node.name))
         if node_kv is None:
-            self.nodes.pop(node.name, None)
+            self.view.capacity.nodes.pop(node.name, None)
         elif node_kv.create_revision != node.create_revision:
-            self._node_put(node_kv)
+            self.view.node_put(node_kv)
 
     # ------------------------------------------------------------ retention
 
     def _collect_garbage(self) -> None:
-        keep, max_age = self.cfg.keep_finished, self.cfg.keep_finished_seconds
-        cutoff = time.time() - max_age
-        doomed: list[str] = []
-        while self.finished and (
-            len(self.finished) - len(doomed) > keep or self.finished[0][0] < cutoff
-        ):
-            doomed.append(self.finished.popleft()[1])
-            if len(doomed) >= GC_BATCH * 20:
-                break
+        cutoff = time.time() - self.cfg.keep_finished_seconds
+        doomed = self.finished.past_retention(self.cfg.keep_finished, cutoff, GC_BATCH * 20)
         for i in range(0, len(doomed), GC_BATCH):
             try:
                 self._fenced(transitions.expire(self.keys, doomed[i : i + GC_BATCH]))
             except PiclusterError:
-                # Removed at the next round instead (the times only order them).
-                self.finished.extendleft((0.0, j) for j in reversed(doomed[i:]))
+                self.finished.put_back(doomed[i:])
                 raise
         if doomed:
             log.info("removed %d finished job(s) past retention", len(doomed))

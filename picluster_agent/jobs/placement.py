@@ -132,3 +132,49 @@ def why_waiting(
     if reason:
         return reason
     return "waiting for a free slot"
+
+
+@dataclass
+class Placed:
+    id: str
+    node: str
+    attempt: int
+    slots: int
+    memory: int
+
+
+class Capacity:
+    """The master's view of the nodes and of what it has placed on each."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeSlots] = {}
+        self.running: dict[str, Placed] = {}
+
+    def node_seen(self, node: NodeSlots) -> None:
+        """A registration (new or rewritten); the same incarnation keeps what it runs."""
+        old = self.nodes.get(node.name)
+        if old is not None and old.create_revision == node.create_revision:
+            node.used_slots, node.used_memory, node.jobs = old.used_slots, old.used_memory, old.jobs
+        self.nodes[node.name] = node
+
+    def candidates(self) -> list[NodeSlots]:
+        """Nodes that could take one more job of one slot."""
+        return [n for n in self.nodes.values() if not n.drained and n.used_slots < n.capacity]
+
+    def place(self, job_id: str, node_name: str, attempt: int, spec: JobSpec) -> None:
+        self.running[job_id] = Placed(job_id, node_name, attempt, spec.slots, spec.memory_mb or 0)
+        node = self.nodes.get(node_name)
+        if node is not None:
+            node.take(spec)
+            node.jobs.add(job_id)
+
+    def unplace(self, job_id: str, node_name: str) -> None:
+        placed = self.running.get(job_id)
+        if placed is None or placed.node != node_name:
+            return
+        del self.running[job_id]
+        node = self.nodes.get(node_name)
+        if node is not None and job_id in node.jobs:
+            node.jobs.discard(job_id)
+            node.used_slots -= placed.slots
+            node.used_memory -= placed.memory
