@@ -1,0 +1,143 @@
+"""`-o json`: every command prints exactly one JSON document on stdout, whatever its outcome.
+
+Messages (a duplicate id, a failed job) go to stderr; stdout must stay parseable as a whole
+(`json.loads(stdout)`), so that `picluster ... -o json | jq` always works. Every subcommand
+that has `-o` must appear in COVERED: a new one fails `test_every_json_command_is_covered`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from picluster_agent.cli import app
+from picluster_agent.etcd.localcluster import EtcdCluster
+
+from conftest import Agents
+
+NODE = "json1"
+COVERED = {
+    "submit",
+    "status",
+    "jobs",
+    "logs",
+    "wait",
+    "cancel",
+    "drain",
+    "undrain",
+    "nodes",
+    "master",
+}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[Agents]:
+    base = tmp_path_factory.mktemp("json")
+    cluster = EtcdCluster(base / "etcd", 1).start()
+    group = Agents(cluster, f"/json-{uuid.uuid4().hex[:6]}", base / "agents")
+    group.start(NODE, slots=4)
+    group.wait_registered(1)
+    group.wait_leader()
+    yield group
+    group.stop_all()
+    cluster.stop_all()
+
+
+def run_json(group: Agents, *argv: str, code: int = 0) -> tuple[Any, str]:
+    """`picluster ARGV -o json` in this process: its one JSON document, and its stderr."""
+    command, *rest = argv
+    full = [command, "--endpoints", group.cluster.endpoints_csv, "--prefix", group.prefix]
+    full += ["-o", "json", *rest]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        result = app.main(full)
+    shown = f"picluster {' '.join(full)} -> {result}\n{out.getvalue()}\n{err.getvalue()}"
+    assert result == code, shown
+    assert out.getvalue().strip(), shown
+    try:
+        return json.loads(out.getvalue()), err.getvalue()
+    except ValueError as e:
+        raise AssertionError(f"not one JSON document: {e}\n{shown}") from e
+
+
+def test_every_json_command_is_covered():
+    parser = app.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    with_output = {
+        name
+        for name, sub in subs.choices.items()
+        if any("--output" in a.option_strings for a in sub._actions)
+    }
+    assert with_output == COVERED
+
+
+def test_submit_and_wait(shared, tmp_path):
+    jobs, err = run_json(shared, "submit", "--", "echo", "hello")
+    assert [set(j) for j in jobs] == [{"id", "accepted"}] and jobs[0]["accepted"] and not err
+    job_id = jobs[0]["id"]
+
+    done, _ = run_json(shared, "wait", job_id, "--timeout", "60s")
+    assert done["counts"] == {"succeeded": 1} and done["jobs"][0]["id"] == job_id
+
+    status, _ = run_json(shared, "status", job_id)
+    assert status["id"] == job_id and status["state"] == "succeeded"
+
+    logs, _ = run_json(shared, "logs", job_id)
+    assert logs == {"id": job_id, "stream": "stdout", "tail": "hello\n"}
+
+    listed, _ = run_json(shared, "jobs", "--state", "succeeded")
+    assert job_id in {j["id"] for j in listed}
+
+    # Cancelling a finished job changes nothing and says so, still as one document.
+    cancelled, _ = run_json(shared, "cancel", job_id)
+    assert cancelled == {"id": job_id, "was": "succeeded", "requested": False}
+
+
+def test_submit_wait_prints_one_document(shared):
+    doc, err = run_json(shared, "submit", "--wait", "--", "true")
+    assert doc["counts"] == {"succeeded": 1} and not err
+    assert doc["submitted"] == [{"id": doc["jobs"][0]["id"], "accepted": True}]
+    failed, _ = run_json(shared, "submit", "--wait", "--", "false", code=6)
+    assert failed["counts"] == {"failed": 1}
+    many, _ = run_json(shared, "submit", "--wait", "--array", "3", "--", "true")
+    assert many["counts"] == {"succeeded": 3} and len(many["submitted"]) == 3
+
+
+def test_duplicates_and_timeouts_keep_stdout_one_document(shared, tmp_path):
+    job_id = f"json-dup-{uuid.uuid4().hex[:6]}"
+    run_json(shared, "submit", "--id", job_id, "--", "true")
+    again, err = run_json(shared, "submit", "--id", job_id, "--", "true", code=5)
+    assert again == [{"id": job_id, "accepted": False}]
+    assert err.count("\n") == 1 and "already accepted" in err
+
+    specs = tmp_path / "jobs.jsonl"
+    specs.write_text('{"command": ["true"]}\n{"command": ["true"]}\n')
+    from_file, _ = run_json(shared, "submit", "--file", str(specs))
+    assert len(from_file) == 2 and all(j["accepted"] for j in from_file)
+
+    slow, _ = run_json(shared, "submit", "--", "sleep", "30")
+    timed_out, _ = run_json(shared, "wait", slow[0]["id"], "--timeout", "0", code=7)
+    assert len(timed_out["jobs"]) == 1
+    cancel, _ = run_json(shared, "cancel", slow[0]["id"])
+    assert cancel["requested"] is True
+
+
+def test_nodes_master_drain_undrain(shared):
+    nodes, _ = run_json(shared, "nodes")
+    assert [n["name"] for n in nodes] == [NODE] and nodes[0]["role"] == "master"
+    master, _ = run_json(shared, "master")
+    assert master["name"] == NODE
+
+    drained, err = run_json(shared, "drain", NODE)
+    assert drained == {"node": NODE, "drained": True} and not err
+    undrained, _ = run_json(shared, "undrain", NODE)
+    assert undrained == {"node": NODE, "drained": False, "was_drained": True}
+    again, _ = run_json(shared, "undrain", NODE)
+    assert again["was_drained"] is False
