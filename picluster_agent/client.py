@@ -24,15 +24,13 @@ from .coord.registry import NodeInfo
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
 from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
 from .etcd.keys import Keys, validate_job_id, validate_node_name
+from .etcd.limits import txn_bytes, txn_chunks
 from .jobs import transitions
 from .jobs.ids import new_job_id
 from .jobs.placement import why_waiting
 from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
 from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, parse_spec
 
-# One submission costs two compares; etcd allows 128 compares per txn.
-SUBMIT_BATCH = 64
-SUBMIT_BATCH_BYTES = 1024 * 1024
 INDETERMINATE_RETRIES = 5
 
 
@@ -153,7 +151,8 @@ class Client:
         ids: Sequence[str | None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[SubmitResult]:
-        """Submit many jobs, up to SUBMIT_BATCH per transaction. Results keep the order."""
+        """Submit many jobs, as many per transaction as etcd allows (64: two compares each).
+        Results keep the order."""
         if ids is not None and len(ids) != len(specs):
             raise SpecError("ids and specs differ in length")
         chosen = [
@@ -164,14 +163,15 @@ class Client:
             raise SpecError("the same job id appears twice in one submission")
         values = [_encoded(s) for s in specs]
         results: list[SubmitResult] = []
-        for chunk in _chunks(list(zip(chosen, values, specs, strict=True))):
+        changes = [transitions.submit(self.keys, i, v) for i, v in zip(chosen, values, strict=True)]
+        for chunk in txn_chunks(zip(chosen, values, changes, strict=True), _submit_cost):
             results.extend(self._submit_chunk(chunk))
             if progress is not None:
                 progress(len(chunk))
         return results
 
-    def _submit_chunk(self, chunk: list[tuple[str, str, JobSpec]]) -> list[SubmitResult]:
-        changes = [transitions.submit(self.keys, job_id, value) for job_id, value, _ in chunk]
+    def _submit_chunk(self, chunk: list[Submission]) -> list[SubmitResult]:
+        changes = [change for _, _, change in chunk]
         try:
             res = self.etcd.txn(
                 [c for change in changes for c in change.compares],
@@ -344,22 +344,14 @@ class Client:
             watch.stop()
         with lock:
             final = dict(done)
-        results = self._results(list(final))
+        results = {
+            Keys.last_segment(kv.key): JobResult.from_json(kv.value)
+            for kv in self.etcd.get_many([self.keys.result(i) for i in final]).values()
+        }
         return {
             i: replace(final[i], result=results.get(i)) if i in final else self.status(i)
             for i in ids
         }
-
-    def _results(self, job_ids: list[str]) -> dict[str, JobResult]:
-        """Results of many jobs, up to 120 reads per transaction."""
-        found: dict[str, JobResult] = {}
-        for i in range(0, len(job_ids), 120):
-            chunk = job_ids[i : i + 120]
-            res = self.etcd.txn([], [op_get(self.keys.result(j)) for j in chunk])
-            for kvs in res.ranges:
-                for kv in kvs:
-                    found[Keys.last_segment(kv.key)] = JobResult.from_json(kv.value)
-        return found
 
     # ------------------------------------------------------------ control
 
@@ -391,18 +383,12 @@ def _encoded(spec: JobSpec) -> str:
     return value
 
 
-def _chunks(items: list[tuple[str, str, JobSpec]]) -> Iterable[list[tuple[str, str, JobSpec]]]:
-    chunk: list[tuple[str, str, JobSpec]] = []
-    size = 0
-    for item in items:
-        n = len(item[1]) + 200
-        if chunk and (len(chunk) >= SUBMIT_BATCH or size + n > SUBMIT_BATCH_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += n
-    if chunk:
-        yield chunk
+Submission = tuple[str, str, transitions.Transition]  # job id, spec JSON, its submit txn
+
+
+def _submit_cost(item: Submission) -> tuple[int, int, int]:
+    change = item[2]
+    return len(change.compares), len(change.ops), txn_bytes(change.compares, change.ops)
 
 
 def summarize(statuses: Mapping[str, JobStatus]) -> dict[str, int]:

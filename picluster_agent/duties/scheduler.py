@@ -6,7 +6,7 @@ that carries the election guard (`Election.fenced_txn`): a deposed master cannot
 
 Scheduling: ready jobs in (priority desc, submission order) order, each placed on the
 least-loaded live, undrained node whose labels satisfy the job's constraints and that has
-the slots (and memory) free. Up to `ASSIGN_BATCH` assignments share one transaction.
+the slots (and memory) free. Up to `limits.ASSIGNS_PER_TXN` assignments share one transaction.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from ..etcd.adapter import (
     KV,
     EtcdClient,
     Event,
-    op_get,
 )
 from ..etcd.keys import Keys
+from ..etcd.limits import ASSIGNS_PER_TXN, EXPIRES_PER_TXN
 from ..jobs import transitions
 from ..jobs.placement import NodeSlots, pick
 from ..jobs.records import JobRecord, JobState
@@ -37,10 +37,6 @@ from .view import ClusterView
 
 log = logging.getLogger(__name__)
 
-# Each fresh assignment costs 2 compares and 3 operations; etcd allows 128 of each per txn.
-ASSIGN_BATCH = 40
-READ_BATCH = 120
-GC_BATCH = 60
 GC_INTERVAL = 5.0
 COALESCE = 0.003  # seconds a step waits for more events after the first
 # Under load (the last step assigned more than one job), steps come at most this often, so
@@ -233,16 +229,6 @@ class Scheduler:
 
     # ------------------------------------------------------------ submissions
 
-    def _read_many(self, keys: list[str]) -> dict[str, KV]:
-        found: dict[str, KV] = {}
-        for i in range(0, len(keys), READ_BATCH):
-            chunk = keys[i : i + READ_BATCH]
-            res = self.client.txn([], [op_get(k) for k in chunk])
-            for kvs in res.ranges:
-                for kv in kvs:
-                    found[kv.key] = kv
-        return found
-
     def _process_submissions(self) -> None:
         if not self.view.fresh_queue:
             return
@@ -296,7 +282,7 @@ class Scheduler:
         """
         if not self.view.ended:
             return
-        records = self._read_many([self.keys.job(job_id) for _, job_id in self.view.ended])
+        records = self.client.get_many([self.keys.job(job_id) for _, job_id in self.view.ended])
         handled = 0
         try:
             for node, job_id in self.view.ended:
@@ -413,7 +399,7 @@ class Scheduler:
                 batch.append((p, node))
                 if node.used_slots >= node.capacity:
                     candidates = [n for n in candidates if n.used_slots < n.capacity]
-                if len(batch) >= ASSIGN_BATCH:
+                if len(batch) >= ASSIGNS_PER_TXN:
                     self._commit(batch, now)
                     batch = []
             if batch:
@@ -497,10 +483,10 @@ class Scheduler:
 
     def _collect_garbage(self) -> None:
         cutoff = time.time() - self.cfg.keep_finished_seconds
-        doomed = self.finished.past_retention(self.cfg.keep_finished, cutoff, GC_BATCH * 20)
-        for i in range(0, len(doomed), GC_BATCH):
+        doomed = self.finished.past_retention(self.cfg.keep_finished, cutoff, EXPIRES_PER_TXN * 20)
+        for i in range(0, len(doomed), EXPIRES_PER_TXN):
             try:
-                self._fenced(transitions.expire(self.keys, doomed[i : i + GC_BATCH]))
+                self._fenced(transitions.expire(self.keys, doomed[i : i + EXPIRES_PER_TXN]))
             except PiclusterError:
                 self.finished.put_back(doomed[i:])
                 raise

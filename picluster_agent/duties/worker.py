@@ -21,7 +21,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +30,10 @@ from ..coord.session import Session
 from ..errors import PiclusterError, Unavailable
 from ..etcd.adapter import KV, EtcdClient, Event, Op
 from ..etcd.keys import Keys
+from ..etcd.limits import txn_bytes, txn_chunks
 from ..jobs import transitions
 from ..jobs.records import JobRecord, JobResult, JobState
-from ..jobs.spec import SpecError, retry_delay
+from ..jobs.spec import JobSpec, SpecError, retry_delay
 from ..jobs.transitions import Transition
 from ..node.janitor import JobDirJanitor
 from ..node.runner import JobProcess, Outcome, batched_requests
@@ -42,10 +42,6 @@ from .agent import WorkerDuty
 
 log = logging.getLogger(__name__)
 
-# etcd refuses a txn with more than 128 compares or more than 128 operations, and requests
-# over 1.5 MiB, by default.
-MAX_TXN_OPS = 128
-MAX_TXN_BYTES = 1024 * 1024
 # A job still running this long after its start gets a "running" mark in etcd.
 RUNNING_MARK_DELAY = 0.5
 REPORTS_IN_FLIGHT = 2
@@ -77,6 +73,7 @@ class RunningJob:
     record: JobRecord  # as assigned (attempt = the fencing token)
     assign_key: str
     assign_revision: int  # create revision of the assignment key
+    spec: JobSpec | None = None  # parsed once, when assigned (None: an invalid spec)
     process: JobProcess | None = None
     cancel_requested: bool = False
     started: bool = False
@@ -102,30 +99,14 @@ class Report:
 
     def size(self) -> int:
         if not self._size:
-            self._size = sum(op.ByteSize() for op in self.change.ops) + 16
+            self._size = txn_bytes(self.change.compares, self.change.ops)
         return self._size
 
-
-def txn_chunks(reports: list[Report]) -> Iterator[list[Report]]:
-    """The reports in order, in groups that fit one txn each.
-
-    etcd limits a txn's compares and its operations to MAX_TXN_OPS each (not together), and
-    a request's size: a report has one compare (on its assignment) and one to three
-    operations, so up to 42 results share a txn.
-    """
-    chunk: list[Report] = []
-    ops = size = 0
-    for report in reports:
-        n, s = len(report.ops()), report.size()
-        full = ops + n > MAX_TXN_OPS or len(chunk) + 1 > MAX_TXN_OPS or size + s > MAX_TXN_BYTES
-        if chunk and full:
-            yield chunk
-            chunk, ops, size = [], 0, 0
-        chunk.append(report)
-        ops += n
-        size += s
-    if chunk:
-        yield chunk
+    def cost(self) -> tuple[int, int, int]:
+        """Its share of a txn (see `limits.txn_chunks`): one compare (on its assignment) and
+        one to four operations, so up to 42 results share a txn (etcd counts the two apart).
+        """
+        return len(self.change.compares), len(self.change.ops), self.size()
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
@@ -258,14 +239,22 @@ class Worker:
         except (ValueError, KeyError, TypeError) as e:
             log.error("unreadable assignment %s: %s", kv.key, e)
             return
+        try:
+            spec, invalid = record.job_spec(), None
+        except SpecError as e:
+            spec, invalid = None, f"invalid spec: {e}"
         # The worker's own writes of the record carry no master epoch.
-        job = RunningJob(record.with_(epoch=0), kv.key, kv.create_revision)
+        job = RunningJob(record.with_(epoch=0), kv.key, kv.create_revision, spec)
         with self.lock:
             if record.id in self.jobs:
                 return
             self.jobs[record.id] = job
             job.cancel_requested = record.id in self.cancels
-            self.waiting.append(job)
+            if spec is not None:
+                self.waiting.append(job)
+        if invalid is not None:
+            self._finish(job, None, error=invalid)  # never takes a slot
+            return
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -294,10 +283,10 @@ class Worker:
         with self.lock:
             if self.abandoned.is_set():
                 return []
-            self.waiting.sort(key=lambda j: (-j.record.spec.get("priority", 0), j.record.seq))
+            self.waiting.sort(key=_start_order)
             starting = []
             for job in list(self.waiting):
-                need = int(job.record.spec.get("slots", 1))
+                need = _slots(job)
                 if self.busy_slots and self.busy_slots + need > self.cfg.slots:
                     continue
                 self.waiting.remove(job)
@@ -324,14 +313,8 @@ class Worker:
     def _start(self, job: RunningJob) -> None:
         """Start one attempt; `_ended` runs when it is over (here, if it cannot start)."""
         record = job.record
-        try:
-            spec = record.job_spec()
-        except SpecError as e:
-            self._finish(job, None, error=f"invalid spec: {e}")
-            self._release(job)
-            return
         process = JobProcess(
-            spec,
+            _spec(job),
             job_id=record.id,
             attempt=record.attempt,
             node=self.cfg.name,
@@ -367,7 +350,7 @@ class Worker:
 
     def _release(self, job: RunningJob) -> None:
         with self.lock:
-            self.busy_slots -= int(job.record.spec.get("slots", 1))
+            self.busy_slots -= _slots(job)
         job.ended.set()
         self._dispatch()
 
@@ -399,10 +382,15 @@ class Worker:
             stderr_tail=outcome.stderr_tail if outcome else "",
             error=error,
         )
-        max_attempts = int(record.spec.get("max_attempts", 1))
         fence = (self.keys, record, result, job.assign_key, job.assign_revision)
-        if state is JobState.FAILED and record.failures + 1 < max_attempts and error is None:
-            delay = retry_delay(record.job_spec(), record.attempt + 1)
+        spec = job.spec
+        if (
+            state is JobState.FAILED
+            and error is None
+            and spec is not None
+            and record.failures + 1 < spec.max_attempts
+        ):
+            delay = retry_delay(spec, record.attempt + 1)
             assert reason is not None
             change = transitions.retry(*fence, reason=reason, not_before=now + delay)
         else:
@@ -474,7 +462,7 @@ class Worker:
         # A job that finished before its "running" mark was sent needs only the result.
         finished = {r.record.id for r in batch if r.result is not None}
         batch = [r for r in batch if r.result is not None or r.record.id not in finished]
-        for chunk in txn_chunks(batch):
+        for chunk in txn_chunks(batch, Report.cost):
             self._commit(chunk)
 
     def _commit(self, chunk: list[Report]) -> None:
@@ -579,6 +567,19 @@ class Worker:
         for job in jobs:
             if job.started:
                 job.ended.wait(self.cfg.kill_grace + 5)
+
+
+def _spec(job: RunningJob) -> JobSpec:
+    assert job.spec is not None  # a job with an invalid spec never waits for a slot
+    return job.spec
+
+
+def _slots(job: RunningJob) -> int:
+    return _spec(job).slots
+
+
+def _start_order(job: RunningJob) -> tuple[int, int]:
+    return (-_spec(job).priority, job.record.seq)
 
 
 def _failure_reason(outcome: Outcome | None, error: str | None) -> str:

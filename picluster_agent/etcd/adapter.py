@@ -33,6 +33,7 @@ from .. import defaults
 from ..endpoints import parse_endpoint
 from ..errors import ConfigError, Indeterminate, PiclusterError, Unavailable
 from .keys import prefix_end
+from .limits import READS_PER_TXN
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +372,16 @@ class EtcdClient:
         )
         res = self._call("kv", "Range", request, idempotent=True)
         return [KV.from_pb(kv) for kv in res.kvs], res.header.revision
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, KV]:
+        """The keys that exist, by key: many reads per txn, each txn at one revision."""
+        found: dict[str, KV] = {}
+        for i in range(0, len(keys), READS_PER_TXN):
+            res = self.txn([], [op_get(k) for k in keys[i : i + READS_PER_TXN]])
+            for kvs in res.ranges:
+                for kv in kvs:
+                    found[kv.key] = kv
+        return found
 
     def count_prefix(self, prefix: str) -> int:
         request = etcdrpc.RangeRequest(

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from picluster_agent.coord.session import Session, SessionState
-from picluster_agent.duties.worker import MAX_TXN_OPS
 from picluster_agent.errors import ConfigError, PiclusterError, Unavailable
 from picluster_agent.etcd.adapter import (
     EtcdClient,
@@ -19,6 +18,7 @@ from picluster_agent.etcd.adapter import (
     op_get,
     op_put,
 )
+from picluster_agent.etcd.limits import MAX_TXN_OPS
 from picluster_agent.etcd.localcluster import free_port, wait_for
 
 
@@ -59,7 +59,7 @@ def test_revisions_are_ints_and_txn_results_are_bools(etcd1):
 
 
 def test_txn_limit_counts_compares_and_operations_apart(etcd1):
-    # The worker packs reports by this rule (worker.txn_chunks): 128 compares and 128
+    # The worker packs reports by this rule (limits.txn_chunks): 128 compares and 128
     # operations in one txn are fine, one more of either is refused and changes nothing.
     client = etcd1.client()
     limit = MAX_TXN_OPS

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from picluster_agent.duties.worker import MAX_TXN_OPS, Report, RunningJob, txn_chunks
+from picluster_agent.duties.worker import Report, RunningJob
 from picluster_agent.etcd.keys import Keys
+from picluster_agent.etcd.limits import MAX_TXN_BYTES, MAX_TXN_OPS, txn_chunks
 from picluster_agent.jobs import transitions
 from picluster_agent.jobs.records import JobRecord, JobResult, JobState
 
@@ -42,7 +43,7 @@ def _fits(chunk: list[Report]) -> bool:
 
 def test_results_are_packed_by_operations_not_by_compares_plus_operations() -> None:
     reports = [_report(i, result=True) for i in range(100)]
-    chunks = list(txn_chunks(reports))
+    chunks = list(txn_chunks(reports, Report.cost))
     # Three operations per result: 42 of them (126 operations, 42 compares) per txn.
     assert [len(c) for c in chunks] == [42, 42, 16]
     assert all(_fits(c) for c in chunks)
@@ -51,7 +52,7 @@ def test_results_are_packed_by_operations_not_by_compares_plus_operations() -> N
 
 def test_running_marks_are_limited_by_compares() -> None:
     reports = [_report(i, result=False) for i in range(300)]
-    chunks = list(txn_chunks(reports))
+    chunks = list(txn_chunks(reports, Report.cost))
     assert [len(c) for c in chunks] == [128, 128, 44]
     assert all(_fits(c) for c in chunks)
 
@@ -59,11 +60,11 @@ def test_running_marks_are_limited_by_compares() -> None:
 def test_large_outputs_split_by_size() -> None:
     tail = "x" * (300 * 1024)  # a 300 KiB output tail in each result
     reports = [_report(i, result=True, tail=tail) for i in range(7)]
-    chunks = list(txn_chunks(reports))
+    chunks = list(txn_chunks(reports, Report.cost))
     assert len(chunks) > 1
-    assert all(sum(r.size() for r in c) <= 1024 * 1024 or len(c) == 1 for c in chunks)
+    assert all(sum(r.size() for r in c) <= MAX_TXN_BYTES or len(c) == 1 for c in chunks)
     assert [r for c in chunks for r in c] == reports
 
 
 def test_no_reports_no_txn() -> None:
-    assert list(txn_chunks([])) == []
+    assert list(txn_chunks([], Report.cost)) == []
