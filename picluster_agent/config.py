@@ -354,6 +354,8 @@ def _require_user(name: str) -> None:
 
 def ensure_data_dir(path: str) -> None:
     """Make the agent's data dir if needed; refuse one it cannot write (every job would fail)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"data_dir: {path} is not a directory")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:

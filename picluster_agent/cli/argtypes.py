@@ -15,6 +15,7 @@ from ..config import SETTINGS, parse_labels
 from ..endpoints import parse_endpoints
 from ..errors import ConfigError
 from ..etcd.keys import validate_job_id, validate_node_name
+from ..jobs.spec import SpecError, parse_duration
 
 EXIT_USAGE = 2
 
@@ -61,6 +62,13 @@ def _int(text: str, minimum: int | None, maximum: int | None) -> int:
     return n
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(_text(text))
+    except SpecError as e:
+        raise ConfigError(e.reason) from None
+
+
 def setting(name: str, convert: Callable[[str], Any] = str) -> Callable[[str], Any]:
     """A flag for config setting `name`: its text converted, then the config file's check."""
     kind = "an integer" if convert is int else "a value"
@@ -78,3 +86,4 @@ node_name = _type("a node name", lambda t: validate_node_name(t))
 job_id = _type("a job id", lambda t: validate_job_id(t))
 label = _type("KEY=VALUE", lambda t: parse_labels([t]) and t)
 endpoints = _type("endpoints", lambda t: parse_endpoints(t) and t)
+duration = _type("a duration", _duration)

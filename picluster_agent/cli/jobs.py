@@ -19,7 +19,7 @@ from ..client import Client, JobStatus, SubmitResult, summarize
 from ..config import from_flags, parse_labels
 from ..errors import ConfigError
 from ..jobs.records import JobState
-from ..jobs.spec import JobSpec, SpecError, build_spec, parse_duration, parse_spec, parse_start_time
+from ..jobs.spec import JobSpec, SpecError, build_spec, parse_spec, parse_start_time
 from . import argtypes
 from .output import emit, error
 
@@ -60,7 +60,7 @@ def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
     if args.at is not None:
         not_before = parse_start_time(args.at, now)
     elif args.after is not None:
-        not_before = now + parse_duration(args.after, what="--after")
+        not_before = now + args.after
     if not command:
         raise SpecError("no command given: picluster submit [OPTIONS] -- CMD ARGS...")
     return build_spec(
@@ -68,7 +68,7 @@ def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
         shell=args.shell or None,
         env=_env(args.env),
         cwd=args.cwd,
-        timeout=None if args.timeout is None else parse_duration(args.timeout, what="--timeout"),
+        timeout=args.timeout,
         max_attempts=args.max_attempts,
         priority=args.priority,
         slots=args.slots,
@@ -103,7 +103,8 @@ def _specs_from_file(path: str) -> tuple[list[JobSpec], list[str | None]]:
         try:
             specs.append(parse_spec(item, job_id or "placeholder"))
         except SpecError as e:
-            raise SpecError(f"{path}: item {n}: {e}") from e
+            where = f"{e.field}: " if e.field else ""
+            raise SpecError(f"{path}: item {n}: {where}{e.reason}") from e
         ids.append(job_id)
     if not specs:
         raise SpecError(f"{path}: no job specs found")
@@ -289,8 +290,7 @@ def _wait_and_report(
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    timeout = None if args.timeout is None else parse_duration(args.timeout, what="--timeout")
-    return _wait_and_report(_client(args), args.ids, timeout, args.output)
+    return _wait_and_report(_client(args), args.ids, args.timeout, args.output)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -361,7 +361,7 @@ def add_parsers(
         "--max-attempts", type=argtypes.integer(), help="run again on failure, up to N attempts"
     )
     p.add_argument(
-        "--timeout", type=argtypes.text, help="stop the job after this long (e.g. 90s, 5m, 2h)"
+        "--timeout", type=argtypes.duration, help="stop the job after this long (e.g. 90s, 5m, 2h)"
     )
     p.add_argument(
         "--slots", type=argtypes.integer(), help="slots the job occupies on its node (default 1)"
@@ -381,7 +381,9 @@ def add_parsers(
     )
     p.add_argument("--cwd", type=argtypes.text, help="working directory on the node (absolute)")
     p.add_argument("--at", type=argtypes.text, help="not before this time (ISO 8601, or HH:MM)")
-    p.add_argument("--after", type=argtypes.text, help="not before this long from now (e.g. 10m)")
+    p.add_argument(
+        "--after", type=argtypes.duration, help="not before this long from now (e.g. 10m)"
+    )
     p.add_argument("--name", type=argtypes.text, help="a human-readable name")
     p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
     p.add_argument(
@@ -413,7 +415,9 @@ def add_parsers(
 
     p = parser("wait", "wait for jobs to finish; exit 0 only if all succeeded", cmd_wait)
     p.add_argument("ids", nargs="+", metavar="ID", type=argtypes.job_id)
-    p.add_argument("--timeout", type=argtypes.text, help="give up after this long (e.g. 30s, 10m)")
+    p.add_argument(
+        "--timeout", type=argtypes.duration, help="give up after this long (e.g. 30s, 10m)"
+    )
 
     p = parser(
         "cancel", "cancel a job: queued ones never start, running ones are stopped", cmd_cancel

@@ -317,15 +317,21 @@ def takes_value(action: argparse.Action) -> bool:
     )
 
 
+# Options that take the place of the positionals (with both, that alone is the refusal).
+INSTEAD_OF_POSITIONALS = {("submit", "file")}
+
+
 def walk(world, tmp: Path) -> Iterator[tuple[str, list[str]]]:
     """(what, argv) for every bad value of every argument of every subcommand."""
     table = bad_values(world["files"], world["pem"])
     bases = base_args(world, tmp)
     for name, sub in subcommands().items():
-        options, positionals = bases[name]
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
+            options, positionals = bases[name]
+            if (name, action.dest) in INSTEAD_OF_POSITIONALS:
+                positionals = []
             if not takes_value(action):
                 # A switch given a value: `--force=yes`.
                 flag = action.option_strings[-1]

@@ -51,6 +51,16 @@ def test_agent_flags_override_file():
         ({}, {"name": "bad/name"}, "invalid node name"),
         ({}, {"labels": ["k"]}, "KEY=VALUE"),
         ({}, {"labels": ["k=a/b"]}, "1-63 printable"),
+        ({"kill_grace": "abc"}, {}, "kill_grace: must be a number of seconds"),  # issue 12
+        ({"kill_grace": float("nan")}, {}, "kill_grace: must be a number of seconds"),
+        ({"keep_finished_seconds": -1}, {}, "at least 0 seconds"),
+        ({"slots": 2.5}, {}, "slots: must be an integer"),
+        ({"log_level": "bogus"}, {}, "log_level: must be one of DEBUG"),
+        ({"result_tail_bytes": 10**9}, {}, "result_tail_bytes: must be at most"),
+        ({}, {"name": 5}, "name: must be a node name"),
+        ({"address": "a b"}, {}, "without spaces"),
+        ({"job_user": "Bad!"}, {}, "job_user: must be a user name"),
+        ({"job_user": "no-such-user-here"}, {}, "no user 'no-such-user-here'"),
     ],
 )
 def test_refusals(file, flags, message):
@@ -70,6 +80,11 @@ def test_load_file(tmp_path):
     f.write_text("endpoints: [http://a:1]\nbogus: 1\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         load_file(f, required=True)
+    f.write_text("endpoints: [http://a:1]\nkill_grace: abc\n")
+    with pytest.raises(ConfigError, match=r"a.yaml: kill_grace: must be a number"):
+        load_file(f, required=False)  # an optional file that exists is still checked
+    with pytest.raises(ConfigError, match="is not readable: Is a directory"):
+        load_file(tmp_path, required=True)
 
 
 def test_labels_mapping_and_list():
