@@ -157,6 +157,7 @@ class NetCluster:
                 node.member.stop()
         if self._client is not None:
             self._client.close()
+            self._client = None
         self.net.destroy()
 
     # ------------------------------------------------------------ access
@@ -291,23 +292,24 @@ class NetCluster:
 
     def cut_from_majority(self, node: Node) -> list[Node]:
         """`node` (the master, say) reaches at most a minority of the members, while the
-        other nodes (its workers) still reach it and the majority. If it hosts a member,
+        other nodes (its workers) still reach it and the majority: only the majority's etcd
+        ports are cut, the rest of their nodes stays in reach. If `node` hosts a member,
         that member is cut from the others too; if not, one member goes with it into the
         minority. Returns the nodes whose rules changed."""
         members = self.members()
         minority = node if node.member is not None else members[0]
-        majority = [m for m in members if m is not minority]
-        cut = [m.ns.ip for m in majority]
-        node.ns.cut_from(cut)
+        majority = [m.ns.ip for m in members if m is not minority]
+        node.ns.cut_from(majority, [CLIENT_PORT, PEER_PORT])
         changed = [node]
         if minority is not node:
-            minority.ns.cut_from(cut)
+            minority.ns.cut_from(majority, [CLIENT_PORT, PEER_PORT])
             changed.append(minority)
         return changed
 
     def blackhole_member(self, node: Node) -> None:
         """The node's etcd member vanishes silently for everyone (its agent stays)."""
         node.ns.blackhole_ports([CLIENT_PORT, PEER_PORT])
+        node.ns.drop_outgoing_to_port(PEER_PORT)
 
     def heal_network(self, node: Node) -> None:
         node.ns.heal()

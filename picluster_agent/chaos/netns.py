@@ -71,25 +71,31 @@ class Namespace:
         self.iptables("-I", "INPUT", "-i", DEVICE, "-j", "DROP")
         self.iptables("-I", "OUTPUT", "-o", DEVICE, "-j", "DROP")
 
-    def cut_from(self, addresses: list[str]) -> None:
-        """Nothing to or from these addresses, both directions."""
+    def cut_from(self, addresses: list[str], ports: list[int] | None = None) -> None:
+        """Nothing to or from these addresses, both directions; with `ports`, only TCP to or
+        from those ports (their etcd members, say, not the rest of those nodes)."""
+        match = (
+            ["-p", "tcp", "-m", "multiport", "--ports", ",".join(map(str, ports))] if ports else []
+        )
         for address in addresses:
-            self.iptables("-I", "INPUT", "-s", address, "-j", "DROP")
-            self.iptables("-I", "OUTPUT", "-d", address, "-j", "DROP")
+            self.iptables("-I", "INPUT", "-s", address, *match, "-j", "DROP")
+            self.iptables("-I", "OUTPUT", "-d", address, *match, "-j", "DROP")
 
     def drop_replies_from_port(self, port: int) -> None:
         """Asymmetric: what this node sends to `port` elsewhere arrives, the answers don't."""
         self.iptables("-I", "INPUT", "-i", DEVICE, "-p", "tcp", "--sport", str(port), "-j", "DROP")
 
     def blackhole_ports(self, ports: list[int]) -> None:
-        """Servers on these ports here vanish silently for everyone else: their inbound
-        packets and their answers are dropped, as are their own connections to those ports
-        elsewhere (an etcd member's peer links)."""
+        """Servers on these ports here vanish silently for everyone else: what comes in to
+        them and what they answer is dropped."""
         for port in ports:
             p = str(port)
             self.iptables("-I", "INPUT", "-i", DEVICE, "-p", "tcp", "--dport", p, "-j", "DROP")
             self.iptables("-I", "OUTPUT", "-o", DEVICE, "-p", "tcp", "--sport", p, "-j", "DROP")
-            self.iptables("-I", "OUTPUT", "-o", DEVICE, "-p", "tcp", "--dport", p, "-j", "DROP")
+
+    def drop_outgoing_to_port(self, port: int) -> None:
+        """Nothing from here reaches `port` elsewhere (an etcd member's own peer links)."""
+        self.iptables("-I", "OUTPUT", "-o", DEVICE, "-p", "tcp", "--dport", str(port), "-j", "DROP")
 
     def heal(self) -> None:
         self.iptables("-F", "INPUT")
