@@ -1,9 +1,9 @@
 """Chaos run: random faults from a seed while jobs stream in, then the history checker's table.
 
 Five nodes, each in its own network namespace (3 with an etcd member and an agent, 2 with an
-agent only), production tuning: lease TTL 3 s, the etcd role's heartbeat and election
-timeout. The seed fixes the faults (kind, time, node or role, duration) and the jobs (a third
-longer than the lease TTL, the rest under a second). Root only.
+agent only), production timing: the agents' default lease TTL, the etcd role's heartbeat and
+election timeout. The seed fixes the faults (kind, time, node or role, duration) and the
+jobs (a third longer than the lease TTL, the rest under a second). Root only.
 
     sudo .venv/bin/python bench/chaos.py --seed 1 --jobs 1000 --minutes 10
 
@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from picluster_agent import defaults
 from picluster_agent.chaos.cluster import NetCluster, role_tuning
 from picluster_agent.chaos.netns import unusable_reason
 from picluster_agent.chaos.schedule import chaos_run
@@ -30,7 +31,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--ttl", type=int, default=3, help="agents' lease TTL, seconds")
+    parser.add_argument(
+        "--ttl", type=int, default=defaults.LEASE_TTL, help="agents' lease TTL, seconds"
+    )
     parser.add_argument("--agent-nodes", type=int, default=2, help="nodes without etcd")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--every-kind", action="store_true", help="each fault kind once first")

@@ -2,9 +2,9 @@
 real processes, and the faults a stack of Pis sees.
 
 A node is one namespace holding an agent and, on the first `etcd_nodes` nodes, an etcd
-member (production tuning by default: heartbeat and election timeout read from the etcd
-role's defaults). The harness itself stays in the root namespace and reaches every node
-over the bridge, as a submitter on the LAN would.
+member. Production timing by default: the agents' default lease TTL, and the heartbeat and
+election timeout read from the etcd role's defaults. The harness itself stays in the root
+namespace and reaches every node over the bridge, as a submitter on the LAN would.
 
 Faults (each undone by `heal_all`):
     agents   kill -9 (and start again), SIGSTOP / SIGCONT
@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .. import defaults
 from ..coord.election import Leader, current_leader
 from ..etcd.adapter import EtcdClient
 from ..etcd.keys import Keys
@@ -86,7 +87,7 @@ class NetCluster:
         *,
         etcd_nodes: int = 3,
         agent_nodes: int = 1,
-        lease_ttl: int = 3,
+        lease_ttl: int = defaults.LEASE_TTL,
         slots: int = 2,
         tuning: EtcdTuning | None = None,
         prefix: str | None = None,

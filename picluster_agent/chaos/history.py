@@ -120,6 +120,7 @@ class Verdict:
     runs: int = 0
     reruns: int = 0  # runs beyond the first, per job
     epochs: int = 0
+    writes_by_epoch: Counter[int] = field(default_factory=Counter)
     final_states: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     violations: list[Violation] = field(default_factory=list)
@@ -181,6 +182,7 @@ class _EtcdReplay:
     def __init__(self) -> None:
         self.candidates: dict[str, int] = {}  # election key -> create revision
         self.epochs: set[int] = set()  # every master's epoch, in turn
+        self.writes_by_epoch: Counter[int] = Counter()  # master writes (puts) accepted
         self.assigned: dict[str, tuple[str, int, str]] = {}  # job -> (node, attempt, key)
         self.state: dict[str, str | None] = {}  # job -> state of its record
         self.finals: Counter[str] = Counter()
@@ -217,6 +219,7 @@ class _EtcdReplay:
         kind, _, rest = e.key.partition("/")
         epoch = e.value.get("epoch") or 0
         if kind in ("jobs", "assign", "leader") and epoch:
+            self.writes_by_epoch[epoch] += 1
             current = self.master()
             if epoch != current:
                 job = e.value.get("id") if kind != "leader" else None
@@ -287,7 +290,12 @@ def check(
     replay = _EtcdReplay()
     replay.replay(events)
 
-    verdict = Verdict(submitted=len(subs), epochs=len(replay.epochs), reasons=replay.reasons)
+    verdict = Verdict(
+        submitted=len(subs),
+        epochs=len(replay.epochs),
+        writes_by_epoch=replay.writes_by_epoch,
+        reasons=replay.reasons,
+    )
     verdict.violations.extend(replay.violations)
     verdict.acked = sum(1 for s in subs.values() if s.acked)
     for job_runs in by_job.values():

@@ -169,7 +169,13 @@ class Injector:
             return lambda: c.step_clock(node, 0.0)
         raise ValueError(f"unknown fault kind {kind!r}")
 
-    def run(self, faults: list[Fault], t0: float, stop: threading.Event) -> list[Injected]:
+    def run(
+        self,
+        faults: list[Fault],
+        t0: float,
+        stop: threading.Event,
+        log: Callable[[str], None] = print,
+    ) -> list[Injected]:
         done: list[Injected] = []
         for fault in faults:
             if stop.wait(max(0.0, t0 + fault.at - time.monotonic())):
@@ -178,9 +184,11 @@ class Injector:
                 node = self.resolve(fault)
             except TimeoutError as e:
                 done.append(Injected(fault, "-", time.monotonic() - t0, f"no target: {e}"))
+                log(f"{fault.describe()} skipped: no target ({e})")
                 continue
             record = Injected(fault, node.name, time.monotonic() - t0)
             done.append(record)
+            log(f"{fault.describe()} on {node.name}")
             heal = self.inject(fault, node)
             stop.wait(fault.duration)
             heal()
@@ -210,6 +218,7 @@ class ChaosResult:
             ("  final states", ", ".join(f"{k} {n}" for k, n in sorted(v.final_states.items()))),
             ("runs (re-runs)", f"{v.runs} ({v.reruns})"),
             ("master epochs", str(v.epochs)),
+            ("  writes under them", str(sum(v.writes_by_epoch.values()))),
             ("overlaps", str(v.count("overlap"))),
             ("lost", str(v.count("lost"))),
             ("duplicate finals", str(v.count("duplicate_final"))),
@@ -255,9 +264,7 @@ def chaos_run(
     feeder.start()
     injected: list[Injected] = []
     try:
-        injected = Injector(cluster).run(faults, t0, stop)
-        for i in injected:
-            log(f"{i.fault.describe()} on {i.node}" + (f" ({i.error})" if i.error else ""))
+        injected = Injector(cluster).run(faults, t0, stop, log)
         feeder.join(max(0.0, t0 + seconds - time.monotonic()) + 120)
     finally:
         stop.set()

@@ -155,6 +155,7 @@ def test_stale_writes_of_one_deposed_master_count_as_one_duplicate_epoch():
     ]
     verdict = check([], [], events)
     assert verdict.count("stale_master_write") == 2 and verdict.duplicate_epochs == 1
+    assert verdict.writes_by_epoch == {2: 2}
 
 
 def test_a_mark_line_cut_short_by_a_kill_is_skipped():
