@@ -191,7 +191,15 @@ def remove_run(run_id: str) -> None:
         for pid in Namespace(name, "").pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _run("ip", "netns", "del", name, check=False)  # removes the veth pair with it
+        _run("ip", "netns", "del", name, check=False)
+    # The kernel frees a namespace (and the veths in it) only once its last process is
+    # gone, asynchronously: delete the host ends now (each takes its peer with it).
+    links = _run("ip", "-o", "link", "show", check=False).stdout.splitlines()
+    veth = f"{VETH_PREFIX}{run_id}"
+    for line in links:
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name.startswith(veth):
+            _run("ip", "link", "del", name, check=False)
     _run("ip", "link", "del", f"{BRIDGE_PREFIX}{run_id}", check=False)
     while _run(*_forward_rule("-D", run_id), check=False).returncode == 0:
         pass
