@@ -1,8 +1,10 @@
-"""`-o json`: every command prints exactly one JSON document on stdout, whatever its outcome.
+"""`-o json`: every command prints exactly one JSON document on stdout.
 
-Messages (a duplicate id, a failed job) go to stderr; stdout must stay parseable as a whole
-(`json.loads(stdout)`), so that `picluster ... -o json | jq` always works. Every subcommand
-that has `-o` must appear in COVERED: a new one fails `test_every_json_command_is_covered`.
+On success, and on the outcomes that have their own exit code (5 duplicate, 6 a job failed,
+7 timed out), stdout is one document as a whole (`json.loads(stdout)`), so that
+`picluster ... -o json | jq` always works; messages go to stderr. A refusal or an error
+prints nothing on stdout (test_cli_errors.py). Every subcommand that has `-o` must appear in
+COVERED: a new one fails `test_every_json_command_is_covered`.
 """
 
 from __future__ import annotations
@@ -50,11 +52,14 @@ def shared(tmp_path_factory) -> Iterator[Agents]:
     cluster.stop_all()
 
 
+def connection(group: Agents) -> list[str]:
+    return ["--endpoints", group.cluster.endpoints_csv, "--prefix", group.prefix]
+
+
 def run_json(group: Agents, *argv: str, code: int = 0) -> tuple[Any, str]:
     """`picluster ARGV -o json` in this process: its one JSON document, and its stderr."""
     command, *rest = argv
-    full = [command, "--endpoints", group.cluster.endpoints_csv, "--prefix", group.prefix]
-    full += ["-o", "json", *rest]
+    full = [command, *connection(group), "-o", "json", *rest]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         result = app.main(full)
@@ -94,6 +99,12 @@ def test_submit_and_wait(shared, tmp_path):
 
     listed, _ = run_json(shared, "jobs", "--state", "succeeded")
     assert job_id in {j["id"] for j in listed}
+
+    # Not found: nothing on stdout, one line on stderr.
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = app.main(["status", *connection(shared), "-o", "json", "never-submitted"])
+    assert (code, out.getvalue(), err.getvalue().count("\n")) == (4, "", 1)
 
     # Cancelling a finished job changes nothing and says so, still as one document.
     cancelled, _ = run_json(shared, "cancel", job_id)
