@@ -53,6 +53,12 @@ def _text(text: str) -> str:
     return text
 
 
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ConfigError("must not be empty")
+    return text
+
+
 def _int(text: str, minimum: int | None, maximum: int | None) -> int:
     n = int(text)
     if minimum is not None and n < minimum:
@@ -82,6 +88,8 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[
 
 
 text = _type("text", _text)
+# Where a later check owns the rules (an environment value may hold tabs or newlines).
+nonempty = _type("text", _nonempty)
 node_name = _type("a node name", lambda t: validate_node_name(t))
 job_id = _type("a job id", lambda t: validate_job_id(t))
 label = _type("KEY=VALUE", lambda t: parse_labels([t]) and t)

@@ -377,9 +377,13 @@ def add_parsers(
         help="run only on nodes with it",
     )
     p.add_argument(
-        "--env", type=argtypes.text, action="append", metavar="K=V", help="environment variable"
+        "--env",
+        type=argtypes.nonempty,
+        action="append",
+        metavar="K=V",
+        help="environment variable",
     )
-    p.add_argument("--cwd", type=argtypes.text, help="working directory on the node (absolute)")
+    p.add_argument("--cwd", type=argtypes.nonempty, help="working directory on the node (absolute)")
     p.add_argument("--at", type=argtypes.text, help="not before this time (ISO 8601, or HH:MM)")
     p.add_argument(
         "--after", type=argtypes.duration, help="not before this long from now (e.g. 10m)"

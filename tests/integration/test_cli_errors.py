@@ -241,7 +241,7 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "submit:--slots": ["", "abc", "1.5", "0", "-1"],
         "--memory": ["", "abc", "0", "-1"],
         "submit:--label": labels,
-        "--env": ["", "novalue", "=v", "PICLUSTER_JOB_ID=x", "A=\x07"],
+        "--env": ["", "novalue", "=v", "PICLUSTER_JOB_ID=x", "A=\udcff", "A=\x00"],
         "--cwd": ["", "relative/dir", "./x", "\n"],
         "--at": ["", "25:00", "12:61", "yesterday", "2026-13-01"],
         "--after": durations,
@@ -378,6 +378,24 @@ def test_base_invocations_are_valid(world, tmp_path):
         result = run([name, *options, *after_dashes(positionals)])
         assert result.code in ok, (name, result)
         assert "Traceback" not in result.stderr
+
+
+def test_unusual_good_values_are_accepted(world):
+    """The checks refuse what is wrong, not what is merely unusual."""
+    prefix = f"{PREFIX}-good"
+    eps = world["cluster"].endpoints_csv
+    argv = ["submit", "--endpoints", f" {eps} ,", "--prefix", prefix, "--id", "good.job_1"]
+    argv += ["--env", "CERT=line 1\nline 2\ttabbed", "--env", "EMPTY=", "--cwd", "/srv/a b"]
+    argv += ["--name", "nightly build (é)", "--label", "model=pi5", "--timeout", "1h30m"]
+    argv += ["--after", "90", "--priority", "-1000", "--", "sh", "-c", "echo 'ü'"]
+    result = run(argv)
+    assert (result.code, result.stdout, result.stderr) == (0, "good.job_1\n", ""), result
+    spec = Client(eps, prefix=prefix).status("good.job_1").record.spec
+    assert spec["env"] == {"CERT": "line 1\nline 2\ttabbed", "EMPTY": ""}
+    assert spec["cwd"] == "/srv/a b" and spec["timeout"] == 5400 and spec["priority"] == -1000
+    assert spec["name"] == "nightly build (é)" and spec["constraints"] == {"model": "pi5"}
+    for endpoints in ("127.0.0.1:2379", "https://[::1]:2379", "http://etcd-1.lan:2379/"):
+        assert cli.build_parser().parse_args(["nodes", "--endpoints", endpoints]).endpoints
 
 
 def test_every_bad_value_of_every_flag_is_refused(world, tmp_path):
