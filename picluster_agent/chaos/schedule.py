@@ -58,22 +58,33 @@ class JobPlan:
     seconds: float
 
 
+# Faults that matter only when they outlast a lease (a shorter one must merely be ridden out).
+LEASE_KINDS = frozenset({"agent_pause", "isolate", "asymmetric", "master_cut"})
+
+
 def plan_faults(
-    seed: int, duration: float, nodes: list[str], etcd_nodes: list[str], every_kind: bool
+    seed: int,
+    duration: float,
+    nodes: list[str],
+    etcd_nodes: list[str],
+    every_kind: bool,
+    ttl: float,
 ) -> list[Fault]:
-    """Faults from `start` on, until `duration` (seconds); `every_kind`: each kind once
-    first, in an order drawn from the seed."""
+    """Faults from 3 s on, until `duration` (seconds); `every_kind`: each kind once first,
+    in an order drawn from the seed, briskly (so that a short run sees every kind)."""
     rng = random.Random(f"faults-{seed}")
     kinds: list[str] = list(FAULT_KINDS) if every_kind else []
     rng.shuffle(kinds)
     faults = []
     t = 3.0
     while True:
-        # The first round (every_kind) is brisk, so that a short run sees every kind, yet
-        # each fault lasts longer than the lease TTL (3 s), or it tests nothing.
         first_round = bool(kinds)
         kind = kinds.pop(0) if kinds else rng.choice(FAULT_KINDS)
-        hold = round(rng.uniform(3.5, 6.0) if first_round else rng.uniform(2.0, 9.0), 1)
+        if kind in LEASE_KINDS and (first_round or rng.random() < 0.5):
+            hold = ttl + rng.uniform(0.5, 3.0 if first_round else 4.0)  # outlasts a lease
+        else:
+            hold = rng.uniform(2.0, 5.0) if first_round else rng.uniform(1.0, 9.0)
+        hold = round(hold, 1)
         if t + hold > duration:
             break
         offset = 0.0
@@ -246,7 +257,7 @@ def chaos_run(
     heal everything, wait for the acknowledged jobs, then check the whole history."""
     names = list(cluster.nodes)
     etcd_names = [n.name for n in cluster.members()]
-    faults = plan_faults(seed, seconds, names, etcd_names, every_kind)
+    faults = plan_faults(seed, seconds, names, etcd_names, every_kind, cluster.lease_ttl)
     job_plans = plan_jobs(seed, jobs, seconds, cluster.lease_ttl)
     marks_file = work_dir / "marks"
     client = Client(",".join(cluster.endpoints), prefix=cluster.prefix)

@@ -6,7 +6,7 @@ agent_pause leaves a job running on the paused node while its re-run starts else
 13, finding 1). Renamed to test_fault_suite.py once the fix for finding 1 is on main.
 
 Reproduce it (and see the faults it injects) with:
-    .venv/bin/python bench/chaos.py --seed 13 --jobs 100 --minutes 1.5 --every-kind --agent-nodes 1
+    .venv/bin/python bench/chaos.py --seed 13 --jobs 100 --minutes 1.6 --every-kind --agent-nodes 1
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SEED = 13
 @pytest.mark.timeout(480)
 def test_every_fault_kind_in_turn_keeps_every_promise(net_cluster, tmp_path):
     cluster = net_cluster(etcd_nodes=3, agent_nodes=1, slots=2)
-    result = chaos_run(cluster, seed=SEED, jobs=100, seconds=90, every_kind=True, work_dir=tmp_path)
+    result = chaos_run(cluster, seed=SEED, jobs=100, seconds=96, every_kind=True, work_dir=tmp_path)
     print(result.table())
     assert set(result.faults_by_kind()) == set(FAULT_KINDS)
     assert result.unfinished == 0
