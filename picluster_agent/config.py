@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import defaults
+from . import defaults, timing
 from .endpoints import parse_endpoints
 from .errors import ConfigError
 from .etcd.keys import validate_node_name, validate_prefix
@@ -46,6 +46,7 @@ class AgentConfig:
     connection: Connection
     name: str
     lease_ttl: int = defaults.LEASE_TTL
+    etcd_election_timeout: float = defaults.ETCD_ELECTION_TIMEOUT
     slots: int = 1
     labels: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = defaults.DATA_DIR
@@ -275,6 +276,13 @@ def _lease_ttl(value: Any) -> int:
     return ttl
 
 
+def _election_timeout(value: Any) -> float:
+    seconds = _seconds(value)
+    if not 0 < seconds <= 60:
+        raise ConfigError(f"must be etcd's --election-timeout in seconds (0-60], got {value!r}")
+    return seconds
+
+
 SETTINGS: dict[str, Callable[[Any], Any]] = {
     "name": _node_name,
     "endpoints": parse_endpoints,
@@ -283,6 +291,7 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "cert": _text,
     "key": _text,
     "lease_ttl": _lease_ttl,
+    "etcd_election_timeout": _election_timeout,
     "slots": _integer(1),
     "labels": _labels,
     "data_dir": _text,
@@ -325,10 +334,19 @@ def build_agent_config(
     job_user = get("job_user", None)
     if job_user is not None:
         _require_user(job_user)
+    ttl = get("lease_ttl", defaults.LEASE_TTL)
+    election = get("etcd_election_timeout", defaults.ETCD_ELECTION_TIMEOUT)
+    if not timing.rides_out_leader_loss(ttl, election):
+        raise ConfigError(
+            f"lease_ttl: {ttl}s is too short for etcd's election timeout of {election:g}s: "
+            f"an etcd leader change would kill and re-run this node's jobs; use at least "
+            f"{timing.min_lease_ttl(election)}s (README: the timing rule)"
+        )
     return AgentConfig(
         connection=connection,
         name=get("name", socket.gethostname().split(".")[0]),
-        lease_ttl=get("lease_ttl", defaults.LEASE_TTL),
+        lease_ttl=ttl,
+        etcd_election_timeout=election,
         slots=get("slots", os.cpu_count() or 1),
         labels=labels,
         data_dir=get("data_dir", defaults.DATA_DIR),

@@ -8,12 +8,15 @@ USER_CONFIG_FILE = "~/.config/picluster/config.yaml"
 DATA_DIR = "/var/lib/picluster"
 ENDPOINTS = ("http://127.0.0.1:2379",)
 
-# Lease TTL of an agent's session, seconds. etcd refuses TTLs below
-# 1.5 x election timeout (2 s with etcd's default 1000 ms) and silently raises them.
-LEASE_TTL = 3
+# Lease TTL of an agent's session, seconds: the smallest that rides out an etcd leader
+# change with the etcd role's tuning (timing.py states the rule; the agent refuses a TTL
+# that breaks it). etcd refuses TTLs below 1.5 x its election timeout and silently raises
+# them.
+LEASE_TTL = 8
 MIN_LEASE_TTL = 2
-# Keepalive cadence as a fraction of the TTL: three chances to renew per TTL.
-KEEPALIVE_FRACTION = 1 / 3
+# etcd's election timeout as the etcd role sets it (--election-timeout, 2000 ms for SD
+# cards), seconds: what the timing rule assumes unless the agent's config says otherwise.
+ETCD_ELECTION_TIMEOUT = 2.0
 # One etcd HTTP request may take at most this long before we try another endpoint.
 REQUEST_TIMEOUT = 2.0
 # A watch stream that shows no progress notification for this long is considered dead.

@@ -100,6 +100,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         conn,
         name=args.name,
         lease_ttl=args.lease_ttl,
+        etcd_election_timeout=args.etcd_election_timeout,
         slots=args.slots,
         labels=args.label,
         data_dir=args.data_dir,
@@ -237,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=argtypes.setting("data_dir"),
         help=f"job logs and work dirs (default {defaults.DATA_DIR})",
+    )
+    p.add_argument(
+        "--etcd-election-timeout",
+        type=argtypes.setting("etcd_election_timeout", float),
+        metavar="SECONDS",
+        help="etcd's --election-timeout, in seconds, that the lease TTL must ride out "
+        f"(default {defaults.ETCD_ELECTION_TIMEOUT:g}, the etcd role's)",
     )
     p.add_argument("--no-master", action="store_true", help="never campaign: a worker only")
     p.add_argument(

@@ -21,10 +21,10 @@ from ..client import Client, summarize
 from ..coord.election import Leader, current_leader
 from ..coord.registry import list_nodes
 from ..etcd.keys import Keys
-from ..etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from ..etcd.localcluster import LEASE_TTL, AgentProcess, EtcdCluster, wait_for
 from ..jobs.spec import build_spec
 
-TTL = 3
+TTL = LEASE_TTL
 console = Console()
 
 
@@ -130,7 +130,7 @@ def _crash(cluster: EtcdCluster, keys: Keys, procs: list[AgentProcess], leader: 
     victim = next(p for p in procs if p.name == leader.name and p.running)
     t0 = time.monotonic()
     victim.kill()
-    with console.status("waiting for a new master (lease TTL 3 s)"):
+    with console.status(f"waiting for a new master (lease TTL {TTL} s)"):
         new = _wait_leader(cluster, keys, other_than=leader.name)
     console.print(
         f"new master [bold green]{new.name}[/] after {time.monotonic() - t0:.2f} s "

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import defaults
+from .. import defaults, timing
 from ..errors import PiclusterError, SessionLost
 from ..etcd.adapter import EtcdClient
 
@@ -141,7 +141,7 @@ class Session:
                 log.exception("session listener failed")
 
     def _keepalive_loop(self) -> None:
-        interval = self.ttl * defaults.KEEPALIVE_FRACTION
+        interval = timing.keepalive_interval(self.ttl)
         next_beat = self._last_ok_sent + interval
         while not self._closing.wait(max(0.0, next_beat - time.monotonic())):
             if self._state is SessionState.LOST:
@@ -155,7 +155,7 @@ class Session:
             if late > interval:
                 log.warning("keepalive %.1fs late", late)
             try:
-                remaining = self.client.keepalive(self.lease_id)
+                remaining = self.client.keepalive(self.lease_id, timing.KEEPALIVE_TIMEOUT)
             except PiclusterError as e:
                 if time.monotonic() >= self.safe_until():
                     self._set_state(SessionState.LOST)

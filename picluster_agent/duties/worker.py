@@ -11,7 +11,10 @@ Per session:
   that key is gone (lease expired, job re-queued elsewhere) the report is refused;
 - a lease guard kills every job *before* the lease can have expired at the server, i.e.
   before `session.safe_until()`, when keepalives stop getting through; the session is then
-  dropped, so the master re-runs the jobs elsewhere and never twice at once.
+  dropped, so the master re-runs the jobs elsewhere and never twice at once;
+- the job supervisor holds the same deadline as a fence (`runner.extend_fence`), extended
+  after each good keepalive: if this process is frozen and cannot act, the supervisor kills
+  the jobs itself, a little later than the guard would (timing.py has the rule).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import defaults
+from .. import defaults, timing
 from ..config import AgentConfig
 from ..coord.session import Session
 from ..errors import PiclusterError, Unavailable
@@ -36,7 +39,7 @@ from ..jobs.records import JobRecord, JobResult, JobState
 from ..jobs.spec import JobSpec, SpecError, retry_delay
 from ..jobs.transitions import Transition
 from ..node.janitor import JobDirJanitor
-from ..node.runner import JobProcess, Outcome, batched_requests
+from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence
 from ..stopping import StopSignal
 from .agent import WorkerDuty
 
@@ -147,7 +150,9 @@ class Worker:
         )
         # Kill jobs this long before the lease could expire: SIGKILL of a process group and
         # its reaping take milliseconds; the margin covers a slow, loaded board.
-        self.margin = min(1.0, session.ttl / 3)
+        self.margin = timing.kill_margin(session.ttl)
+        self._fenced_until = 0.0
+        self._extend_fence()
 
     # ------------------------------------------------------------ main loop
 
@@ -169,6 +174,7 @@ class Worker:
                 ):
                     self._lease_guard_fired()
                     break
+                self._extend_fence()
                 if self.resync.is_set():
                     # A watch lost its place in etcd's history: list again, watch again.
                     self.resync.clear()
@@ -323,6 +329,7 @@ class Worker:
             run_as=self.run_as,
             kill_grace=self.cfg.kill_grace,
             on_done=lambda _process: self._ended(job),
+            fence=self.session.lease_id,
         )
         job.process = process
         # Checked after `process` is set: the lease guard sets `abandoned` before it stops
@@ -343,7 +350,9 @@ class Worker:
             assert job.process is not None
             outcome = job.process.wait(0)
             assert outcome is not None
-            if not self.abandoned.is_set():  # else the lease guard killed it: not reported
+            # Killed by the lease guard, or by the supervisor because the lease may be gone:
+            # not reported (the master runs the job again once the lease has expired).
+            if not self.abandoned.is_set() and not outcome.fenced:
                 self._finish(job, outcome)
         finally:
             self._release(job)
@@ -547,6 +556,13 @@ class Worker:
             len(jobs),
         )
         self.session.expire_locally()
+
+    def _extend_fence(self) -> None:
+        """Tell the supervisor how long this session's jobs may run if we cannot act."""
+        until = self.session.safe_until() - timing.fence_margin(self.session.ttl)
+        if until > self._fenced_until:
+            self._fenced_until = until
+            extend_fence(self.session.lease_id, until)
 
     def _join_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -291,12 +291,21 @@ class EtcdClient:
     # ------------------------------------------------------------ transport
 
     def _call(
-        self, service: str, method: str, request: Any, *, idempotent: bool, stream: bool = False
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        *,
+        idempotent: bool,
+        stream: bool = False,
+        timeout: float | None = None,
     ) -> Any:
         """Call the current endpoint; on connection trouble try the others once each.
 
         `stream`: the method is a stream; send `request` alone and return the first answer.
+        `timeout`: per endpoint, instead of the client's own.
         """
+        timeout = self.timeout if timeout is None else timeout
         errors: list[str] = []
         start = self._current
         for i in range(len(self._members)):
@@ -304,11 +313,11 @@ class EtcdClient:
             stub = getattr(self._members[index], service)
             try:
                 if stream:
-                    call = getattr(stub, method)(iter([request]), timeout=self.timeout)
+                    call = getattr(stub, method)(iter([request]), timeout=timeout)
                     result = next(call, None)
                     call.cancel()
                 else:
-                    result = getattr(stub, method)(request, timeout=self.timeout)
+                    result = getattr(stub, method)(request, timeout=timeout)
             except grpc.RpcError as e:
                 self._raise_if_fatal(e, index)
                 errors.append(f"{self.endpoints[index]}: {_short(e)}")
@@ -433,10 +442,12 @@ class EtcdClient:
             raise PiclusterError(f"etcd refused the lease: {res.error}")
         return res.ID, res.TTL
 
-    def keepalive(self, lease_id: int) -> int:
+    def keepalive(self, lease_id: int, timeout: float | None = None) -> int:
         """Renew once; returns the remaining TTL, or <= 0 when the lease is gone."""
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
-        res = self._call("lease", "LeaseKeepAlive", request, idempotent=True, stream=True)
+        res = self._call(
+            "lease", "LeaseKeepAlive", request, idempotent=True, stream=True, timeout=timeout
+        )
         return int(res.TTL) if res is not None else -1
 
     def revoke(self, lease_id: int) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import timing
 from ..errors import ConfigError, PiclusterError
 from .adapter import EtcdClient, TLSFiles
 
@@ -75,6 +76,14 @@ class ServerTLS:
     key: str
     client_cert: str = ""  # a client certificate the harness itself uses
     client_key: str = ""
+
+
+# Raft timing of the loopback members: half of etcd's defaults (100 ms
+# heartbeat, 1000 ms election timeout), since loopback answers in microseconds. The agents'
+# lease TTL follows from it by the timing rule (timing.py): 5 s.
+HEARTBEAT_MS = 50
+ELECTION_TIMEOUT_MS = 500
+LEASE_TTL = timing.min_lease_ttl(ELECTION_TIMEOUT_MS / 1000)
 
 
 @dataclass
@@ -158,8 +167,11 @@ class EtcdCluster:
         progress_notify_interval: str = "2s",
         extra_args: Sequence[str] = (),
         tls: ServerTLS | None = None,
+        heartbeat_ms: int = HEARTBEAT_MS,
+        election_timeout_ms: int = ELECTION_TIMEOUT_MS,
     ) -> None:
         self.base_dir = Path(base_dir)
+        self.election_timeout = election_timeout_ms / 1000  # seconds, as agents are told
         self.base_dir.mkdir(parents=True, exist_ok=True)
         binary = find_etcd()
         token = f"picluster-{uuid.uuid4().hex[:8]}"
@@ -178,7 +190,13 @@ class EtcdCluster:
             else []
         )  # fmt: skip
         set_member_args(
-            binary, self.members, token, progress_notify_interval, [*tls_args, *extra_args]
+            binary,
+            self.members,
+            token,
+            progress_notify_interval,
+            [*tls_args, *extra_args],
+            heartbeat_ms=heartbeat_ms,
+            election_timeout_ms=election_timeout_ms,
         )
 
     @property
@@ -239,8 +257,12 @@ def set_member_args(
     token: str,
     progress_notify_interval: str = "2s",
     extra_args: Sequence[str] = (),
+    *,
+    heartbeat_ms: int = HEARTBEAT_MS,
+    election_timeout_ms: int = ELECTION_TIMEOUT_MS,
 ) -> None:
-    """Fill in each member's command line for a new cluster made of `members`."""
+    """Fill in each member's command line for a new cluster made of `members`
+    (`extra_args` last: a flag given there again wins)."""
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.args = [
@@ -257,6 +279,8 @@ def set_member_args(
             # Idle watches get progress notifications this often, so a silent stream
             # is detectably dead (the agent's watch read timeout is longer than this).
             "--experimental-watch-progress-notify-interval", progress_notify_interval,
+            "--heartbeat-interval", str(heartbeat_ms),
+            "--election-timeout", str(election_timeout_ms),
             "--logger", "zap",
             "--log-level", "warn",
             *extra_args,
@@ -271,7 +295,7 @@ class AgentProcess:
     endpoints: str
     prefix: str
     data_dir: Path
-    lease_ttl: int = 3
+    lease_ttl: int = LEASE_TTL
     slots: int = 2
     labels: dict[str, str] = field(default_factory=dict)
     master: bool = True
@@ -279,6 +303,7 @@ class AgentProcess:
     proc: subprocess.Popen[bytes] | None = None
     wrapper: list[str] = field(default_factory=list)  # as for EtcdMember
     extra_env: dict[str, str] = field(default_factory=dict)
+    etcd_election_timeout: float = ELECTION_TIMEOUT_MS / 1000  # the cluster's, in seconds
 
     @property
     def log_path(self) -> Path:
@@ -291,6 +316,7 @@ class AgentProcess:
             "--endpoints", self.endpoints,
             "--prefix", self.prefix,
             "--lease-ttl", str(self.lease_ttl),
+            "--etcd-election-timeout", str(self.etcd_election_timeout),
             "--slots", str(self.slots),
             "--data-dir", str(self.data_dir),
             "--log-level", "DEBUG" if os.environ.get("PICLUSTER_DEBUG") else "INFO",

@@ -17,6 +17,17 @@ ORPHAN_KILL_GRACE) and exits:
 SIGTERM (systemd stopping the unit) is handled like agent death. The supervisor is also a
 child subreaper, so a job's orphaned grandchildren are reparented to it and reaped here.
 
+**Lease fences.** A job may run only while its node's etcd lease is certainly alive at the
+server, and the agent's own threads cannot promise that when the agent is frozen (SIGSTOP, a
+stalled SD card, swap): they stop with it. So the supervisor holds the promise itself. Each
+job is started under a fence (the id of the agent's lease) whose deadline, a CLOCK_MONOTONIC
+time shared by every process on the machine, the agent extends after each keepalive that
+succeeded; the deadline is computed from the keepalive's *send* time, so a message that
+arrives late (the agent was paused in between) cannot carry the fence past the lease's
+server-side expiry. Deadlines only move forward. When a fence's deadline passes, every job
+under it gets SIGKILL at once, and a spawn under a passed (or unknown) fence is refused: the
+master may already have given that job to another node.
+
 Every job runs in its own session and process group (the group id is the job's pid); stop,
 timeout and clean-up act on the whole group. An attempt is reported finished only when its
 main process has exited *and* its group is empty: leftovers (`sleep 1000 &`) get SIGTERM,
@@ -36,13 +47,14 @@ Protocol (agent -> supervisor):
   {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs",
    "job_dir": path, "work_dir": path|null, "stdout": path, "stderr": path,
    "uid": int|null, "gid": int|null, "groups": [int]|null, "tail": bytes,
-   "timeout": seconds|null, "grace": seconds}
+   "timeout": seconds|null, "grace": seconds, "fence": F|null}
   {"op": "stop", "token": T, "grace": seconds}
+  {"op": "fence", "fence": F, "until": monotonic_time}
 Supervisor -> agent:
   {"ev": "started", "token": T, "pid": P, "t": unix_time}
-  {"ev": "error", "token": T, "error": "message"}
+  {"ev": "error", "token": T, "error": "message", "fenced": bool}
   {"ev": "exit", "token": T, "code": C, "t": unix_time, "timed_out": bool, "stopped": bool,
-   "stdout_tail": str, "stderr_tail": str}
+   "fenced": bool, "stdout_tail": str, "stderr_tail": str}
 where C is the main process's exit code, or -N when it was killed by signal N, and a tail is
 the last `tail` bytes of the output, decoded as UTF-8 (errors replaced).
 
@@ -76,16 +88,22 @@ DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+# Signals 1-31 but the two no process can catch; 32 and up are the real-time range.
+_CATCHABLE = tuple(s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP))
+_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)  # ignored by Python itself: the writes
+# of the supervisor must fail with EPIPE, not kill it
 
 
 class _Job:
-    __slots__ = ("code", "deadline", "ended", "grace", "kill_at", "outputs", "pid", "proc",
-                 "stopped", "tail", "timed_out", "token")  # fmt: skip
+    __slots__ = ("code", "deadline", "ended", "fence", "fenced", "grace", "kill_at", "outputs",
+                 "pid", "proc", "stopped", "tail", "timed_out", "token")  # fmt: skip
 
     def __init__(self, token: int, pid: int, proc: subprocess.Popen[bytes] | None,
                  timeout: float | None, grace: float, outputs: tuple[str, str],
-                 tail: int) -> None:  # fmt: skip
+                 tail: int, fence: int | None) -> None:  # fmt: skip
         self.token = token
+        self.fence = fence  # the lease this job runs under (None: not lease-bound)
+        self.fenced = False  # killed because its fence passed
         self.outputs = outputs  # stdout, stderr paths
         self.tail = tail
         self.proc = proc  # kept only when started through subprocess (a change of user)
@@ -106,6 +124,7 @@ class Supervisor:
         self.out_fd = out_fd
         self.jobs: dict[int, _Job] = {}  # by pid
         self.by_token: dict[int, _Job] = {}
+        self.fences: dict[int, float] = {}  # fence id -> monotonic deadline
         self.closing = False
         self.out_ok = True
         self.buffer = b""
@@ -119,9 +138,16 @@ class Supervisor:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        # Handlers, not SIG_IGN: ignored signals would be inherited by the jobs across exec.
+        # Handlers, not SIG_IGN: ignored signals would be inherited by the jobs across exec,
+        # and a handler is reset to the default there. The same for every signal the agent
+        # inherited ignored (nohup, a shell's background job and some CI runners ignore
+        # SIGHUP, SIGINT, SIGQUIT): a job must start with every disposition at its default,
+        # also on the path that changes user (subprocess resets only SIGPIPE and SIGXFSZ).
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _ignore)
+        for sig in _CATCHABLE:
+            if sig not in _PYTHON_IGNORES and signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, _ignore)
         os.chdir("/")  # keep no directory busy; jobs get their cwd at spawn
 
     # --- main loop ---------------------------------------------------------------------------
@@ -160,6 +186,8 @@ class Supervisor:
                 wake = min(wake, job.kill_at)
             if job.deadline is not None and not job.timed_out and job.code is None:
                 wake = min(wake, job.deadline)
+            if job.fence is not None and not job.fenced:
+                wake = min(wake, self.fences[job.fence])
         return max(0.0, wake - now)
 
     def _signals(self) -> None:
@@ -186,10 +214,23 @@ class Supervisor:
 
     def _request(self, msg: dict[str, Any]) -> None:
         if msg["op"] == "spawn":
+            fence = msg.get("fence")
             if self.closing:
                 self._send({"ev": "error", "token": msg["token"], "error": "agent shutting down"})
+            elif fence is not None and not self._fence_open(fence):
+                error = "not started: the node's lease was not renewed in time"
+                self._send({"ev": "error", "token": msg["token"], "error": error, "fenced": True})
             else:
                 self._spawn(msg)
+        elif msg["op"] == "fence":
+            fence, until = msg["fence"], float(msg["until"])
+            if fence not in self.fences:  # a new session: forget the passed, unused fences
+                in_use = {job.fence for job in self.jobs.values()}
+                now = time.monotonic()
+                for old in [f for f, t in self.fences.items() if t <= now and f not in in_use]:
+                    del self.fences[old]
+            # Only forward: a late message (the agent was paused) carries an older deadline.
+            self.fences[fence] = max(until, self.fences.get(fence, until))
         elif msg["op"] == "stop":
             job = self.by_token.get(msg["token"])
             if job is not None and job.code is None:
@@ -239,7 +280,8 @@ class Supervisor:
             for fd in fds:
                 os.close(fd)
         outputs = (msg["stdout"], msg["stderr"])
-        job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"])
+        job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"],
+                   msg.get("fence"))  # fmt: skip
         self.jobs[job.pid] = job
         self.by_token[token] = job
         self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
@@ -310,9 +352,19 @@ class Supervisor:
             if not _group_empty(job.pid):  # leftovers: stop them like a stopped job
                 self._terminate(job, job.grace)
 
+    def _fence_open(self, fence: int) -> bool:
+        return time.monotonic() < self.fences.get(fence, 0.0)
+
     def _tick(self) -> None:
         now = time.monotonic()
         for job in list(self.jobs.values()):
+            if job.fence is not None and now >= self.fences[job.fence]:
+                # The lease may expire at the server any moment now: no grace for anyone.
+                if not job.fenced:
+                    job.fenced = job.stopped = True
+                    _killpg(job.pid, signal.SIGKILL)
+                elif job.code is not None and not _group_empty(job.pid):
+                    _killpg(job.pid, signal.SIGKILL)  # leftovers of the group
             due = job.deadline is not None and now >= job.deadline
             if due and job.code is None and not job.timed_out:
                 job.timed_out = True
@@ -331,6 +383,7 @@ class Supervisor:
                         "t": job.ended,
                         "timed_out": job.timed_out,
                         "stopped": job.stopped,
+                        "fenced": job.fenced,
                         "stdout_tail": read_tail(job.outputs[0], job.tail),
                         "stderr_tail": read_tail(job.outputs[1], job.tail),
                     }
@@ -441,8 +494,9 @@ def _spawn_here(argv: list[str], env: dict[str, str], cwd: str, fds: list[int]) 
                 (os.POSIX_SPAWN_DUP2, fds[1], 2),
             ],
             setsid=True,
-            # Python ignores these two; a job must start with the defaults (as subprocess does).
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            # Every signal at its default, whatever the agent inherited (Python itself ignores
+            # SIGPIPE and SIGXFSZ).
+            setsigdef=_CATCHABLE,
         )
     finally:
         os.chdir("/")

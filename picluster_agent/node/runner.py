@@ -73,6 +73,9 @@ class Outcome:
     stdout_tail: str  # the last tail_bytes bytes, decoded as UTF-8 with errors="replace"
     stderr_tail: str
     error: str | None  # could not start (bad cwd, command not found, unknown user), or lost
+    # Killed (or never started) because the lease it ran under was not renewed in time: the
+    # node must not report it; the master runs it again once the lease has expired.
+    fenced: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -102,7 +105,9 @@ class JobProcess:
         kill_grace: float = DEFAULT_KILL_GRACE,
         extra_env: Mapping[str, str] = _NO_ENV,
         on_done: Callable[[JobProcess], None] | None = None,
+        fence: int | None = None,
     ) -> None:
+        """`fence`: run only while this fence is open (see `extend_fence`); None: no limit."""
         validate_job_id(job_id)  # it becomes a directory name
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
@@ -115,6 +120,8 @@ class JobProcess:
         self.kill_grace = kill_grace
         self.extra_env = dict(extra_env)
         self.on_done = on_done
+        self.fence = fence
+        self._fenced = False
         # Strings: built once per attempt, and pathlib costs more than the job's start.
         # Absolute, because the supervisor works from "/".
         self._data_dir = os.path.abspath(data_dir)
@@ -247,6 +254,7 @@ class JobProcess:
             "tail": self.tail_bytes,
             "timeout": self.spec.timeout,
             "grace": self.kill_grace,
+            "fence": self.fence,
         }
 
     def _identity(self) -> Identity:
@@ -297,10 +305,11 @@ class JobProcess:
             replied.set()
 
     def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool,
-                 tails: tuple[str, str]) -> None:  # fmt: skip
+                 tails: tuple[str, str], fenced: bool) -> None:  # fmt: skip
         with self._lock:
             if self._done.is_set():
                 return
+            self._fenced = fenced
             self._tails = tails
             self._code = code
             self._ended_at = t
@@ -309,12 +318,13 @@ class JobProcess:
         self._done.set()
         self._notify_done()
 
-    def _finish(self, error: str | None) -> None:
+    def _finish(self, error: str | None, fenced: bool = False) -> None:
         """End without a (known) exit: could not start, cancelled before start, or lost."""
         with self._lock:
             if self._done.is_set():
                 return
             now = time.time()
+            self._fenced = fenced
             self._error = error
             self._started_at = self._started_at or now
             self._ended_at = now
@@ -351,6 +361,7 @@ class JobProcess:
             stdout_tail=self._tails[0],
             stderr_tail=self._tails[1],
             error=self._error,
+            fenced=self._fenced,
         )
 
 
@@ -468,6 +479,11 @@ class _Supervisor:
             return
         self._stdin = self._proc.stdin
         self.alive = True
+        with _fences_lock:  # a new supervisor knows no fence yet: tell it every open one
+            for fence, until in _fences.items():
+                msg = {"op": "fence", "fence": fence, "until": until}
+                self._unsent += _encode_request(msg).encode()
+                self._unsent += b"\n"
         ready.set()
         assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
@@ -489,10 +505,11 @@ class _Supervisor:
         if kind == "started":
             job._on_started(msg["pid"], msg["t"])
         elif kind == "error":
-            job._finish(error=msg["error"])
+            job._finish(error=msg["error"], fenced=msg.get("fenced", False))
         else:
             tails = (msg["stdout_tail"], msg["stderr_tail"])
-            job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"], tails)
+            job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"], tails,
+                         msg["fenced"])  # fmt: skip
 
     def _lost(self) -> None:
         """The supervisor exited: kill what it was watching ourselves, and fail those attempts."""
@@ -513,6 +530,9 @@ class _Supervisor:
 
 _current: _Supervisor | None = None
 _current_lock = threading.Lock()
+# The latest deadline of every fence, replayed to a supervisor that (re)starts.
+_fences: dict[int, float] = {}
+_fences_lock = threading.Lock()
 
 
 def _supervisor() -> _Supervisor:
@@ -525,6 +545,22 @@ def _supervisor() -> _Supervisor:
                 _current = None
                 raise _SupervisorGone(error or "cannot start the job supervisor")
         return _current
+
+
+def extend_fence(fence: int, until: float) -> None:
+    """Let jobs started under `fence` run until the monotonic time `until` (never earlier
+    than already allowed); the supervisor kills them the moment it passes, even if this
+    process is frozen. Pass `until` computed from what is known at the server (the send time
+    of the last successful keepalive + TTL, less a margin): a late call then cannot stretch
+    a fence past the lease's expiry."""
+    with _fences_lock:
+        until = max(until, _fences.get(fence, until))
+        # Old sessions' fences: only the newest few can still have jobs.
+        while len(_fences) >= 8 and fence not in _fences:
+            del _fences[next(iter(_fences))]
+        _fences[fence] = until
+    with contextlib.suppress(_SupervisorGone):  # a new one is told on start
+        _supervisor().send({"op": "fence", "fence": fence, "until": until})
 
 
 def batched_requests() -> contextlib.AbstractContextManager[None]:

@@ -7,9 +7,9 @@ import signal
 import time
 
 from picluster_agent.etcd.adapter import Event
-from picluster_agent.etcd.localcluster import wait_for
+from picluster_agent.etcd.localcluster import LEASE_TTL, wait_for
 
-TTL = 3
+TTL = LEASE_TTL  # the smallest the timing rule allows with the loopback etcd
 
 
 def _three_agents(agents):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from picluster_agent.etcd.localcluster import wait_for
+from picluster_agent.etcd.localcluster import LEASE_TTL, wait_for
 
-TTL = 3
+TTL = LEASE_TTL  # the smallest the timing rule allows with the loopback etcd
 
 
 def _lease_of(agents, name: str) -> int:

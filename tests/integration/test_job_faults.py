@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from picluster_agent.client import Client, summarize
 from picluster_agent.etcd.adapter import EtcdClient
-from picluster_agent.etcd.localcluster import wait_for
+from picluster_agent.etcd.localcluster import LEASE_TTL, wait_for
 from picluster_agent.jobs.records import JobState
 
-TTL = 3
+TTL = LEASE_TTL  # the smallest the timing rule allows with the loopback etcd
 
 
 def _pid_alive(pid: int) -> bool:
@@ -170,3 +171,59 @@ def test_sigterm_of_a_worker_hands_its_jobs_over_instead_of_cancelling(agents, t
     status = client.wait([job.id], timeout=30)[job.id]
     assert status.state is JobState.SUCCEEDED
     assert status.record.attempt == 2 and status.record.node != node
+
+
+def test_a_frozen_worker_s_jobs_die_before_its_lease_can_expire(agents, tmp_path):
+    # Issue 13, finding 1: SIGSTOP stops every thread of the agent, its lease guard included;
+    # the job supervisor (a process of its own) must kill the jobs by itself, in time.
+    client = Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
+    client.drain("pi2", force=True)  # the master: it takes the job only once pi1 is lost
+    agents.start("pi2", slots=1, lease_ttl=TTL)
+    agents.start("pi1", slots=1, lease_ttl=TTL, master=False)
+    agents.wait_registered(2)
+    starts = tmp_path / "starts"
+    stamp = "import os, time; print(os.environ['PICLUSTER_ATTEMPT'], time.monotonic())"
+    job = client.submit(
+        f'{sys.executable} -c "{stamp}" >> {starts}; echo $$ > {tmp_path}/pid.$PICLUSTER_ATTEMPT;'
+        f" [ $PICLUSTER_ATTEMPT = 1 ] && exec sleep 600; true",
+        shell=True,
+        max_attempts=1,
+    )
+    pid = int(wait_for(lambda: _read(tmp_path / "pid.1"), 30, what="attempt 1"))
+    lease = agents.client.get(agents.keys.node("pi1")).lease
+    client.undrain("pi2")  # free slots elsewhere: the job's next home
+    frozen = agents.by_name("pi1")
+    frozen.pause()
+    try:
+        killed_at = None
+        last_alive_sent = 0.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if killed_at is None and not _pid_alive(pid):
+                killed_at = time.monotonic()
+            sent = time.monotonic()
+            if agents.client.time_to_live(lease) < 0:
+                break
+            last_alive_sent = sent
+            time.sleep(0.005)
+        assert killed_at is not None, "the frozen worker's job was not stopped"
+        assert killed_at < last_alive_sent, (
+            f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
+        )
+        # The job runs again on pi2, and only after attempt 1 was dead.
+        status = client.wait([job.id], timeout=30)[job.id]
+        assert status.state is JobState.SUCCEEDED and status.record.node == "pi2"
+        second_start = float(starts.read_text().splitlines()[-1].split()[1])
+        assert second_start > killed_at
+    finally:
+        frozen.resume()
+    # Thawed, pi1 finds its session lost and does not report the killed attempt.
+    wait_for(lambda: "lost or not renewed in time" in frozen.log_text(), 30, what="pi1's guard")
+    assert client.status(job.id).record.attempt == 2
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None

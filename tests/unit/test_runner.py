@@ -5,6 +5,7 @@ These run real processes. Every wait is on a condition with a deadline, never a 
 
 from __future__ import annotations
 
+import ast
 import os
 import pwd
 import shutil
@@ -146,15 +147,50 @@ def test_job_inherits_only_its_three_standard_streams(make: Callable[..., JobPro
     assert run(make([sys.executable, "-c", code])).stdout_tail == "[0, 1, 2, 3]\n"
 
 
-def test_job_starts_with_default_signal_dispositions(make: Callable[..., JobProcess]) -> None:
-    # Python ignores SIGPIPE and SIGXFSZ; a job must not inherit that ("yes" would then
-    # complain about a broken pipe instead of dying quietly).
-    outcome = run(make("grep SigIgn /proc/self/status; yes | head -n1", shell=True))
-    ignored, rest = outcome.stdout_tail.split("\n", 1)
-    assert rest == "y\n" and outcome.stderr_tail == ""
-    # Signals 1-31: none ignored. (glibc's posix_spawn leaves its own two internal signals,
-    # 32 and 33, ignored; glibc installs their handlers when a program needs them.)
-    assert int(ignored.removeprefix("SigIgn:\t"), 16) & 0x7FFF_FFFF == 0
+IGNORING_AGENT = """
+import sys
+from pathlib import Path
+from picluster_agent.runner import JobProcess
+from picluster_agent.spec import build_spec
+
+for run_as in sys.argv[2:] or [None]:
+    proc = JobProcess(build_spec("grep SigIgn /proc/self/status; yes | head -n1", shell=True),
+                      job_id="sigs", attempt=1, node="fake", data_dir=Path(sys.argv[1]),
+                      run_as=None if run_as == "-" else run_as)
+    proc.start()
+    outcome = proc.wait(10)
+    print(repr((outcome.stdout_tail, outcome.stderr_tail, outcome.error)), flush=True)
+"""
+
+
+def _ignore_inherited_signals() -> None:
+    # What nohup, a shell's background job or a CI runner hand down.
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def test_job_starts_with_default_signal_dispositions(tmp_path: Path) -> None:
+    # The agent inherits ignored signals on purpose; Python itself ignores SIGPIPE and SIGXFSZ.
+    # A job must start with none of them ignored ("yes" would otherwise complain about a
+    # broken pipe instead of dying quietly), on both ways of starting it: as the agent's own
+    # user (posix_spawn) and, when root, as another user (fork and exec).
+    users = ["-"] + (["nobody"] if os.geteuid() == 0 else [])
+    tmp_path.chmod(0o755)
+    out = subprocess.run(
+        [sys.executable, "-c", IGNORING_AGENT, str(tmp_path), *users],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+        preexec_fn=_ignore_inherited_signals,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    results = [ast.literal_eval(line) for line in out.stdout.splitlines()]
+    assert len(results) == len(users)
+    for stdout, stderr, error in results:
+        assert error is None and stderr == ""
+        ignored, rest = stdout.split("\n", 1)
+        assert rest == "y\n"
+        # Signals 1-31: none ignored. (glibc's posix_spawn leaves its own two internal
+        # signals, 32 and 33, ignored; glibc installs their handlers when a program needs them.)
+        assert int(ignored.removeprefix("SigIgn:\t"), 16) & 0x7FFF_FFFF == 0, ignored
 
 
 # --- environment and working directory ---------------------------------------------------------
