@@ -52,6 +52,7 @@ class Agents:
         self.client = EtcdClient(cluster.endpoints)
 
     def start(self, name: str, *, endpoints: str | None = None, **kwargs: object) -> AgentProcess:
+        kwargs.setdefault("etcd_election_timeout", self.cluster.election_timeout)
         agent = AgentProcess(
             name,
             endpoints or self.cluster.endpoints_csv,

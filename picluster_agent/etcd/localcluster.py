@@ -171,11 +171,11 @@ class EtcdCluster:
         election_timeout_ms: int = ELECTION_TIMEOUT_MS,
     ) -> None:
         self.base_dir = Path(base_dir)
-        self.election_timeout = election_timeout_ms / 1000  # seconds, as agents are told
         self.base_dir.mkdir(parents=True, exist_ok=True)
         binary = find_etcd()
         token = f"picluster-{uuid.uuid4().hex[:8]}"
         self.tls = tls
+        self.election_timeout = election_timeout_ms / 1000  # seconds, as agents are told
         scheme = "https" if tls else "http"
         self.members = [
             EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port(), scheme=scheme)

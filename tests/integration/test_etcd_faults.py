@@ -148,3 +148,61 @@ def test_jobs_in_flight_when_the_agents_member_pauses_all_complete(agents3):
         expected = 2 if spec is retry_once else 1
         assert statuses[job_id].record.attempt == expected, statuses[job_id].record
     assert all(a.running for a in agents3.started)
+
+
+def test_losing_the_etcd_leader_kills_no_job_and_keeps_the_master(tmp_path):
+    """Issue 13, finding 6: with the etcd role's raft timing (heartbeat 200 ms, election
+    timeout 2 s) and the default TTL that the timing rule derives from it, kill -9 of the etcd
+    leader (quorum intact) while jobs run: no job is killed or run again, the master stays."""
+    import uuid
+
+    from picluster_agent import defaults
+    from picluster_agent.client import Client
+    from picluster_agent.etcd import EtcdClient
+    from picluster_agent.jobs import JobState
+    from picluster_agent.localcluster import EtcdCluster
+
+    from conftest import Agents
+
+    cluster = EtcdCluster(tmp_path / "etcd", 3, heartbeat_ms=200, election_timeout_ms=2000)
+    cluster.start()
+    agents = Agents(cluster, f"/t-{uuid.uuid4().hex[:8]}", tmp_path / "agents")
+    try:
+        for name in ("pi1", "pi2", "pi3"):
+            agents.start(name, lease_ttl=defaults.LEASE_TTL, slots=2)
+        agents.wait_registered(3)
+        master = agents.wait_leader()
+        client = Client(cluster.endpoints_csv, prefix=agents.prefix)
+        runs = tmp_path / "runs"
+        ids = [
+            client.submit(f"echo $PICLUSTER_ATTEMPT >> {runs}; sleep 12", shell=True).id
+            for _ in range(6)
+        ]
+        wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 6, 30, what="6 runs")
+        statuses = {m.name: EtcdClient([m.client_url]).status() for m in cluster.members}
+        leader = next(
+            m
+            for m in cluster.members
+            if statuses[m.name]["header"]["member_id"] == statuses[m.name]["leader"]
+        )
+        old_leader_id = statuses[leader.name]["leader"]
+        killed_at = time.monotonic()
+        leader.kill()
+        survivor = EtcdClient([m.client_url for m in cluster.members if m is not leader])
+        # (the test's own client waits out the election too: a linearizable read has none)
+        wait_for(
+            lambda: survivor.status()["leader"] not in (0, old_leader_id),
+            15,
+            what="a new etcd leader",
+        )
+        print(f"new etcd leader after {time.monotonic() - killed_at:.2f}s")
+        statuses = client.wait(ids, timeout=60)
+        assert {s.state for s in statuses.values()} == {JobState.SUCCEEDED}
+        assert [s.record.attempt for s in statuses.values()] == [1] * 6
+        assert runs.read_text().split() == ["1"] * 6  # no job started twice
+        assert agents.wait_leader().name == master.name
+        for agent in agents.started:
+            assert "lost or not renewed in time" not in agent.log_text()
+    finally:
+        agents.stop_all()
+        cluster.stop_all()
