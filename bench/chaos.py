@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from picluster_agent import defaults
+from picluster_agent import timing
 from picluster_agent.chaos.cluster import NetCluster, role_tuning
 from picluster_agent.chaos.netns import unusable_reason
 from picluster_agent.chaos.schedule import chaos_run
@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument(
-        "--ttl", type=int, default=defaults.LEASE_TTL, help="agents' lease TTL, seconds"
+        "--ttl", type=int, help="agents' lease TTL, seconds (default: the timing rule's smallest)"
     )
     parser.add_argument("--agent-nodes", type=int, default=2, help="nodes without etcd")
     parser.add_argument("--slots", type=int, default=2)
@@ -47,6 +47,7 @@ def main() -> int:
         return 2
     base = Path(tempfile.mkdtemp(prefix="picluster-chaos-"))
     tuning = role_tuning()
+    args.ttl = args.ttl or timing.min_lease_ttl(tuning.election_ms / 1000)
     print(
         f"seed {args.seed}: {args.jobs} jobs over {args.minutes:g} min, lease TTL {args.ttl}s, "
         f"etcd heartbeat {tuning.heartbeat_ms} ms / election {tuning.election_ms} ms, "

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from .. import defaults
+from .. import timing
 from ..coord.election import Leader, current_leader
 from ..etcd.adapter import EtcdClient
 from ..etcd.keys import Keys
@@ -87,7 +87,7 @@ class NetCluster:
         *,
         etcd_nodes: int = 3,
         agent_nodes: int = 1,
-        lease_ttl: int = defaults.LEASE_TTL,
+        lease_ttl: int | None = None,
         slots: int = 2,
         tuning: EtcdTuning | None = None,
         prefix: str | None = None,
@@ -97,9 +97,10 @@ class NetCluster:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.etcd_nodes = etcd_nodes
         self.agent_nodes = agent_nodes
-        self.lease_ttl = lease_ttl
         self.slots = slots
         self.tuning = tuning or role_tuning()
+        # Default: the smallest TTL the timing rule allows with this tuning (8 s for the role's).
+        self.lease_ttl = lease_ttl or timing.min_lease_ttl(self.tuning.election_ms / 1000)
         self.prefix = prefix or f"/chaos-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(self.prefix)
         self.agent_args = agent_args or []
@@ -233,7 +234,12 @@ class NetCluster:
             extra_args=list(self.agent_args),
             wrapper=node.ns.exec_prefix,
             extra_env=env,
-            **{"lease_ttl": self.lease_ttl, "slots": self.slots, **node.agent_spec},
+            **{
+                "lease_ttl": self.lease_ttl,
+                "slots": self.slots,
+                "etcd_election_timeout": self.tuning.election_ms / 1000,
+                **node.agent_spec,
+            },
         ).start()
         return node.agent
 

@@ -158,9 +158,9 @@ def test_losing_the_etcd_leader_kills_no_job_and_keeps_the_master(tmp_path):
 
     from picluster_agent import defaults
     from picluster_agent.client import Client
-    from picluster_agent.etcd import EtcdClient
-    from picluster_agent.jobs import JobState
-    from picluster_agent.localcluster import EtcdCluster
+    from picluster_agent.etcd.adapter import EtcdClient
+    from picluster_agent.etcd.localcluster import EtcdCluster
+    from picluster_agent.jobs.records import JobState
 
     from conftest import Agents
 

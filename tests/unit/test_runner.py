@@ -150,8 +150,8 @@ def test_job_inherits_only_its_three_standard_streams(make: Callable[..., JobPro
 IGNORING_AGENT = """
 import sys
 from pathlib import Path
-from picluster_agent.runner import JobProcess
-from picluster_agent.spec import build_spec
+from picluster_agent.node.runner import JobProcess
+from picluster_agent.jobs.spec import build_spec
 
 for run_as in sys.argv[2:] or [None]:
     proc = JobProcess(build_spec("grep SigIgn /proc/self/status; yes | head -n1", shell=True),

@@ -50,7 +50,7 @@ def test_an_agent_refuses_a_ttl_that_breaks_the_rule() -> None:
         build_agent_config({"lease_ttl": 3}, Connection(), name="pi1")
     message = str(e.value)
     assert "\n" not in message
-    assert "lease TTL 3s is too short for etcd's election timeout of 2s" in message
+    assert "lease_ttl: 3s is too short for etcd's election timeout of 2s" in message
     assert "at least 8s" in message
 
 
@@ -63,5 +63,5 @@ def test_a_shorter_election_timeout_allows_a_shorter_ttl() -> None:
 
 @pytest.mark.parametrize("bad", ["abc", 0, -1, None, [1]])
 def test_a_bad_election_timeout_is_one_clear_error(bad: object) -> None:
-    with pytest.raises(ConfigError, match="etcd_election_timeout must be"):
+    with pytest.raises(ConfigError, match="etcd_election_timeout: must be"):
         build_agent_config({"etcd_election_timeout": bad}, Connection(), name="pi1")
