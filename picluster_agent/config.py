@@ -334,9 +334,8 @@ def build_agent_config(
     job_user = get("job_user", None)
     if job_user is not None:
         _require_user(job_user)
-    # (a setting left empty in the file, `lease_ttl:`, is its default)
-    ttl = get("lease_ttl", None) or defaults.LEASE_TTL
-    election = get("etcd_election_timeout", None) or defaults.ETCD_ELECTION_TIMEOUT
+    ttl = get("lease_ttl", defaults.LEASE_TTL)
+    election = get("etcd_election_timeout", defaults.ETCD_ELECTION_TIMEOUT)
     if not timing.rides_out_leader_loss(ttl, election):
         raise ConfigError(
             f"lease_ttl: {ttl}s is too short for etcd's election timeout of {election:g}s: "

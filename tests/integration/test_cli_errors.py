@@ -222,7 +222,8 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "--output": ["", "yaml", "JSON", "table"],
         # agent
         "agent:--name": node_names,
-        "--lease-ttl": ["", "abc", "1.5", "-1", "0", "1", str(config.MAX_LEASE_TTL + 1)],
+        "--lease-ttl": ["", "abc", "1.5", "-1", "0", "1", "3", str(config.MAX_LEASE_TTL + 1)],
+        "--etcd-election-timeout": ["", "abc", "0", "-1", "nan", "61"],
         "agent:--slots": ["", "abc", "1.5", "0", "-1"],
         "agent:--label": labels,
         "--data-dir": ["", " ", "\n", str(f / "empty"), through_a_file],
@@ -435,6 +436,7 @@ BAD_SETTINGS: dict[str, list[object]] = {
     "cert": ["", 5, None],
     "key": ["", 5, None],
     "lease_ttl": ["abc", "3", 1, 0, -1, 1.5, True, None],
+    "etcd_election_timeout": ["abc", "2", 0, -1, 61, float("nan"), True, None],
     "slots": ["abc", "4", 0, -1, 2.5, True, None],
     "labels": ["k=v", ["k=v"], {"k": ""}, {"k": "a/b"}, {"a/b": "v"}, {"k": [1]}, None],
     "data_dir": ["", 5, None, ["/x"]],
