@@ -85,34 +85,39 @@ def ssh_key_file(tmp_path) -> Path:
     return path
 
 
+def run_playbook(workdir: Path, inventory: dict, **extra) -> Run:
+    """Run playbooks/flash.yml on an inventory (a dict) with extra vars, in `workdir`."""
+    inv = workdir / "inventory.yml"
+    inv.write_text(yaml.safe_dump(inventory))
+    extra_file = workdir / "extra.yml"
+    extra.setdefault("flash_cache_dir", str(workdir / "cache"))
+    extra.setdefault("flash_inventory_path", str(workdir / "flashed.yml"))
+    extra.setdefault("flash_poll_interval", 1)
+    extra_file.write_text(yaml.safe_dump(extra))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(HERE / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"),
+        PATH=f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK), "-i", str(inv), "-e", f"@{extra_file}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
 @pytest.fixture
 def flash(tmp_path):
     """Run playbooks/flash.yml on an inventory (a dict) with extra vars; returns a Run."""
 
     def run(inventory: dict, **extra) -> Run:
-        inv = tmp_path / "inventory.yml"
-        inv.write_text(yaml.safe_dump(inventory))
-        extra_file = tmp_path / "extra.yml"
-        extra.setdefault("flash_cache_dir", str(tmp_path / "cache"))
-        extra.setdefault("flash_inventory_path", str(tmp_path / "flashed.yml"))
-        extra.setdefault("flash_poll_interval", 1)
-        extra_file.write_text(yaml.safe_dump(extra))
-        env = dict(
-            os.environ,
-            ANSIBLE_CONFIG=str(HERE / "ansible.cfg"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-            PATH=f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        )
-        proc = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), str(PLAYBOOK), "-i", str(inv), "-e", f"@{extra_file}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=600,
-            check=False,
-        )
-        return Run(proc.returncode, proc.stdout + proc.stderr)
+        return run_playbook(tmp_path, inventory, **extra)
 
     return run

@@ -1,13 +1,15 @@
 """playbooks/flash.yml on synthetic images, one per customisation format.
 
 Each test writes output images, reads the boot partition back with mtools, validates what was
-written (bash -n and shellcheck for firstrun.sh, `cloud-init schema` for user-data, cloud-init's
-own netplan v2 parser for network-config), and re-runs the playbook to prove nothing changes.
+written (bash -n and shellcheck for firstrun.sh; every YAML file with libyaml, as netplan and
+cloud-init's C loader read it; `cloud-init schema` for user-data, cloud-init's own netplan v2
+parser for network-config), and re-runs the playbook to prove nothing changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,29 @@ from . import images
 from .images import SSH_KEY
 
 WIFI_SSID = "lab net"
+# Outside the BMP and not ASCII: JSON-style escapes (\ud83d\ude00) are not YAML for libyaml.
+EMOJI_SSID = "caf\u00e9 \U0001f600 lab"
 WIFI_PASSPHRASE = "correct horse battery"
+# The groups Raspberry Pi Imager gives the user it creates (src/customization_generator.cpp).
+IMAGER_GROUPS = [
+    "users",
+    "adm",
+    "dialout",
+    "audio",
+    "netdev",
+    "video",
+    "plugdev",
+    "cdrom",
+    "games",
+    "input",
+    "gpio",
+    "spi",
+    "i2c",
+    "render",
+    "sudo",
+]
+# userconf-pi's own check of a userconf.txt line (userconf-service): otherwise it asks on a tty.
+USERCONF_LINE = re.compile(r"[a-z][a-z0-9-]{0,31}:[^:\n]+\n")
 FIRSTRUN_ARGS = [
     "systemd.run=/boot/firmware/firstrun.sh",
     "systemd.run_success_action=reboot",
@@ -33,6 +57,12 @@ def wpa_psk(passphrase: str, ssid: str) -> str:
 
 def all_boot_text(image: Path) -> str:
     return "\n".join(images.read_boot_file(image, name) or "" for name in images.boot_files(image))
+
+
+def load_yaml(text: str):
+    """Parse with libyaml (PyYAML's C loader), as netplan and cloud-init's C loader do."""
+    assert hasattr(yaml, "CSafeLoader"), "PyYAML without libyaml: pip install PyYAML from a wheel"
+    return yaml.load(text, Loader=yaml.CSafeLoader)
 
 
 def cloud_init_python() -> str:
@@ -49,12 +79,12 @@ def validate_network_config(text: str) -> dict:
     so its netplan v2 parser (network_state) is run instead: it rejects bad addresses, routes
     and keys of ethernets. It ignores `wifis`, which are checked here as YAML.
     """
-    config = yaml.safe_load(text)
+    config = load_yaml(text)
     assert config["network"]["version"] == 2
     code = (
         "import sys, yaml\n"
         "from cloudinit.net import network_state\n"
-        "cfg = yaml.safe_load(sys.stdin)['network']\n"
+        "cfg = yaml.load(sys.stdin, Loader=yaml.CSafeLoader)['network']\n"
         "ns = network_state.parse_net_config_data(cfg, skip_broken=False)\n"
         "print(len(list(ns.iter_interfaces())))\n"
     )
@@ -75,7 +105,7 @@ def validate_user_data(tmp_path: Path, text: str) -> dict:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Valid cloud-config" in proc.stdout
     assert text.startswith("#cloud-config\n")
-    return yaml.safe_load(text)
+    return load_yaml(text)
 
 
 def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
@@ -95,7 +125,12 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
                 },
                 "pi2": {},
                 "pi3": {"flash_address": "10.1.2.3/16", "flash_gateway": "10.1.0.254"},
-                "pi4": {"ansible_host": "pi4.lan"},
+                "pi4": {
+                    "ansible_host": "pi4.lan",
+                    "flash_wifi_ssid": EMOJI_SSID,
+                    "flash_wifi_passphrase": WIFI_PASSPHRASE,
+                    "flash_wifi_country": "DE",
+                },
             },
             "vars": {"ansible_user": "pi"},
         }
@@ -117,6 +152,9 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
     assert "Progress: tail -f" in first.output
 
     raw = source_images["bookworm"].path
+    # The regulatory domain is on cmdline.txt from the start, before the first-boot words, as
+    # Raspberry Pi Imager writes it.
+    regdom = {"pi1": ["cfg80211.ieee80211_regdom=GB"], "pi4": ["cfg80211.ieee80211_regdom=DE"]}
     for host in ("pi1", "pi2", "pi3", "pi4"):
         image = out / f"{host}.img"
         assert image.stat().st_size == raw.stat().st_size
@@ -131,10 +169,11 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
         original = images.read_boot_file(raw, "cmdline.txt").split()
         cmdline = images.read_boot_file(image, "cmdline.txt")
         assert cmdline.count("\n") == 1 and cmdline.endswith("\n")
-        assert cmdline.split() == original + FIRSTRUN_ARGS
+        assert cmdline.split() == original + regdom.get(host, []) + FIRSTRUN_ARGS
 
         assert images.read_boot_file(image, "ssh") == ""
-        assert images.read_boot_file(image, "userconf.txt").startswith("admin:$6$")
+        userconf = images.read_boot_file(image, "userconf.txt")
+        assert userconf.startswith("admin:$6$") and USERCONF_LINE.fullmatch(userconf)
 
         script = images.read_boot_file(image, "firstrun.sh")
         path = tmp_path / f"firstrun-{host}.sh"
@@ -152,6 +191,8 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
         assert "KEYBOARD_LAYOUT='gb'" in script
         assert "LOCALE='en_GB.UTF-8'" in script
         assert 'rm -f "$BOOT/firstrun.sh"' in script
+        assert f"EXTRA_GROUPS='{' '.join(IMAGER_GROUPS)}'" in script
+        assert_first_boot_keeps_the_regulatory_domain(script, cmdline, original, tmp_path)
 
     pi1 = images.read_boot_file(out / "pi1.img", "firstrun.sh")
     assert "address1=192.168.50.11/24,192.168.50.1\n" in pi1
@@ -164,8 +205,13 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
     assert "ETH_KEYFILE=''" in pi2 and "WIFI_KEYFILE=''" in pi2  # DHCP, no Wi-Fi
     pi3 = images.read_boot_file(out / "pi3.img", "firstrun.sh")
     assert "address1=10.1.2.3/16,10.1.0.254\n" in pi3
+    # A non-ASCII SSID goes into the NetworkManager keyfile as its bytes, which NM reads back.
+    pi4 = images.read_boot_file(out / "pi4.img", "firstrun.sh")
+    ssid_bytes = "".join(f"{byte};" for byte in EMOJI_SSID.encode())
+    assert f"ssid={ssid_bytes}\n" in pi4
+    assert f"psk={wpa_psk(WIFI_PASSPHRASE, EMOJI_SSID)}\n" in pi4
 
-    flashed = yaml.safe_load((tmp_path / "flashed.yml").read_text())
+    flashed = load_yaml((tmp_path / "flashed.yml").read_text())
     groups = flashed["all"]["children"]
     assert list(groups["etcd"]["hosts"]) == ["pi1", "pi2", "pi3"]
     assert groups["agents"]["hosts"] == {
@@ -195,6 +241,31 @@ def test_bookworm_xz_four_hosts(source_images, flash, tmp_path, ssh_key_file):
     assert {p: (p.stat().st_mtime_ns, images.sha256_file(p)) for p in out.glob("*.img")} == stamps
 
 
+def assert_first_boot_keeps_the_regulatory_domain(
+    script: str, cmdline: str, original: list[str], tmp_path: Path
+) -> None:
+    """Run firstrun.sh's own clean-up on the card's cmdline.txt as raspi-config leaves it.
+
+    raspi-config's do_wifi_country drops any regdom word and appends its own at the end of the
+    line, after the first-boot words; the clean-up must remove those words and nothing else.
+    """
+    boot = tmp_path / "boot"
+    boot.mkdir(exist_ok=True)
+    words = [w for w in cmdline.split() if not w.startswith("cfg80211.ieee80211_regdom=")]
+    country = next((w for w in cmdline.split() if w.startswith("cfg80211.")), "")
+    (boot / "cmdline.txt").write_text(" ".join([*words, country]).strip() + "\n")
+    (boot / "firstrun.sh").write_text(script)
+    done = script[script.index("# --- Done") :]
+    proc = subprocess.run(
+        ["bash", "-c", f"BOOT={boot}\n{done}"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not (boot / "firstrun.sh").exists()
+    after = (boot / "cmdline.txt").read_text()
+    assert after.split() == original + ([country] if country else []), after
+    assert after.endswith("\n") and after.count("\n") == 1
+
+
 def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_path, ssh_key_file):
     """Format auto-detected (cloud-init seed files on bootfs); static address and Wi-Fi."""
     src = source_images["trixie"]
@@ -204,7 +275,7 @@ def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_
             "hosts": {
                 "node-a": {
                     "ansible_host": "192.168.7.20",
-                    "flash_wifi_ssid": WIFI_SSID,
+                    "flash_wifi_ssid": EMOJI_SSID,
                     "flash_wifi_passphrase": WIFI_PASSPHRASE,
                     "flash_wifi_country": "DE",
                 }
@@ -228,6 +299,14 @@ def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_
     assert user["name"] == "pi"  # ansible_user unset: the default
     assert user["lock_passwd"] is True
     assert user["ssh_authorized_keys"] == [SSH_KEY]
+    # cloud-init's `users:` without `default`: the groups of the image's default user are ours.
+    assert user["groups"] == IMAGER_GROUPS
+    assert "packages" not in user_data  # Raspberry Pi OS has avahi-daemon already
+    # A key-only user: userconf.txt names it, so userconfig.service runs userconf-pi's
+    # `userconf` (which disables the wizard) instead of asking on a console nobody watches.
+    userconf = images.read_boot_file(image, "userconf.txt")
+    assert userconf == "pi:$6$picluster$no.password.login*\n"
+    assert USERCONF_LINE.fullmatch(userconf)
     assert ["systemctl", "enable", "--now", "ssh"] in user_data["runcmd"]
     assert ["raspi-config", "nonint", "do_wifi_country", "DE"] in user_data["runcmd"]
 
@@ -237,10 +316,10 @@ def test_trixie_detected_from_image_with_hex_checksum(source_images, flash, tmp_
     assert network["ethernets"]["eth0"]["routes"] == [{"to": "0.0.0.0/0", "via": "192.168.7.1"}]
     wifi = network["wifis"]["wlan0"]
     assert wifi["regulatory-domain"] == "DE"
-    assert wifi["access-points"][WIFI_SSID]["password"] == wpa_psk(WIFI_PASSPHRASE, WIFI_SSID)
+    assert wifi["access-points"][EMOJI_SSID]["password"] == wpa_psk(WIFI_PASSPHRASE, EMOJI_SSID)
     assert WIFI_PASSPHRASE not in all_boot_text(image)
 
-    meta = yaml.safe_load(images.read_boot_file(image, "meta-data"))
+    meta = load_yaml(images.read_boot_file(image, "meta-data"))
     assert meta["local-hostname"] == "node-a"
     assert meta["instance-id"].startswith("picluster-node-a-")
     assert images.read_boot_file(image, "ssh") == ""
@@ -264,7 +343,20 @@ def test_ubuntu_with_sha256_file_and_password(source_images, flash, tmp_path, ss
     sum_file.write_text(f"{src.sha256} *{src.path.name}\n")
     out = tmp_path / "out"
     password_hash = "$6$saltsalt$" + "x" * 86
-    inventory = {"all": {"hosts": {"u1": {}, "u2": {}}}}
+    inventory = {
+        "all": {
+            "hosts": {
+                "u1": {},
+                "u2": {},
+                "u3": {
+                    "ansible_host": "10.0.0.13",
+                    "flash_wifi_ssid": EMOJI_SSID,
+                    "flash_wifi_passphrase": WIFI_PASSPHRASE,
+                    "flash_wifi_country": "GB",
+                },
+            }
+        }
+    }
     extra = {
         "flash_image": str(src.path),
         "flash_image_sha256": str(sum_file),
@@ -277,7 +369,7 @@ def test_ubuntu_with_sha256_file_and_password(source_images, flash, tmp_path, ss
     }
     run = flash(inventory, **extra)
     assert run.rc == 0, run.output
-    for host in ("u1", "u2"):
+    for host in ("u1", "u2", "u3"):
         image = out / f"{host}.img"
         assert images.boot_label(image).lower() == "system-boot"
         user_data = validate_user_data(tmp_path, images.read_boot_file(image, "user-data"))
@@ -288,19 +380,31 @@ def test_ubuntu_with_sha256_file_and_password(source_images, flash, tmp_path, ss
         assert "runcmd" not in user_data  # Ubuntu enables sshd itself
         network = validate_network_config(images.read_boot_file(image, "network-config"))
         assert "renderer" not in network["network"]
+        load_yaml(images.read_boot_file(image, "meta-data"))
+        assert images.read_boot_file(image, "ssh") is None
+        assert images.read_boot_file(image, "userconf.txt") is None
+        if host == "u3":  # static: reached by its address
+            assert "packages" not in user_data
+            wifi = network["network"]["wifis"]["wlan0"]["access-points"]
+            assert wifi == {EMOJI_SSID: {"password": wpa_psk(WIFI_PASSPHRASE, EMOJI_SSID)}}
+            continue
+        # Reached as <host>.local: Ubuntu Server answers mDNS only with avahi-daemon.
+        assert user_data["packages"] == ["avahi-daemon"]
+        assert 'Check-Date "false"' in user_data["apt"]["conf"]
         assert network["network"]["ethernets"]["eth0"]["dhcp4"] is True
         assert "wifis" not in network["network"]
-        assert images.read_boot_file(image, "ssh") is None
-    flashed = yaml.safe_load((tmp_path / "flashed.yml").read_text())
+    flashed = load_yaml((tmp_path / "flashed.yml").read_text())
     assert list(flashed["all"]["children"]["etcd"]["hosts"]) == ["u2"]
     assert flashed["all"]["children"]["agents"]["hosts"]["u1"]["ansible_host"] == "u1.local"
+    assert flashed["all"]["children"]["agents"]["hosts"]["u3"]["ansible_host"] == "10.0.0.13"
 
     # A changed setting re-writes the boot files only: the image itself is not written again.
-    before = {h: images.root_partition_sha256(out / f"{h}.img") for h in ("u1", "u2")}
+    before = {h: images.root_partition_sha256(out / f"{h}.img") for h in ("u1", "u2", "u3")}
     again = flash(inventory, **{**extra, "flash_timezone": "Europe/Berlin"})
     assert again.rc == 0, again.output
-    assert {h: c["changed"] for h, c in again.recap.items()} == {"u1": 1, "u2": 1}, again.output
-    for host in ("u1", "u2"):
+    changed = {h: c["changed"] for h, c in again.recap.items()}
+    assert changed == {"u1": 1, "u2": 1, "u3": 1}, again.output
+    for host in ("u1", "u2", "u3"):
         image = out / f"{host}.img"
         assert images.root_partition_sha256(image) == before[host]
         user_data = validate_user_data(tmp_path, images.read_boot_file(image, "user-data"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from . import images
+from .conftest import run_playbook
 
 WRITE_TASK = "TASK [flash : Write the image]"
 
@@ -198,6 +199,108 @@ def test_bad_static_address(flash, base, tmp_path):
     assert no_output(tmp_path)
 
 
+def test_user_name_with_a_final_newline(flash, base, tmp_path):
+    """A regex '$' also matches before a final newline: "pi\\n" would split userconf.txt."""
+    run = flash(one_host(flash_user="pi\n"), **base)
+    assert_refused(run, "or user pi\\n (a lowercase letter")
+    assert no_output(tmp_path)
+
+
 def test_no_target(flash, base, tmp_path):
     run = flash(one_host(), **{**base, "flash_output_dir": ""})
     assert_refused(run, "pi1: no target")
+
+
+# --- Values that would reach a root shell or a config file on the card -----------------------
+# One play with one bad value per host: every host fails in the same check, so one run shows
+# each refusal (any_errors_fatal stops the play there, before any target is looked at).
+HEX_PSK = "ab" * 32
+UNSAFE_VALUES = {
+    # /etc/default/keyboard is sourced by sh at every boot.
+    "kb-layout": (
+        "flash_keyboard_layout",
+        {"flash_keyboard_layout": 'gb"; $(reboot)"'},
+        "is not an XKB layout",
+    ),
+    "kb-model": (
+        "flash_keyboard_model",
+        {"flash_keyboard_model": "pc105\nXKBOPTIONS=x"},
+        "is not an XKB model",
+    ),
+    "locale": ("flash_locale", {"flash_locale": "en_GB.UTF-8 $(reboot)"}, "is not a UTF-8 locale"),
+    "timezone": ("flash_timezone", {"flash_timezone": "../../../etc/shadow"}, "is not a time zone"),
+    "interface": (
+        "flash_interface",
+        {"flash_interface": "eth0\nmethod=manual"},
+        "is not an interface name",
+    ),
+    "groups": (
+        "flash_user_groups",
+        {"flash_user_groups": ["sudo", "*"]},
+        "which is not a group name",
+    ),
+    # userconf.txt is one line, split on ':'.
+    "hash-colon": (
+        "flash_password_hash",
+        {"flash_password_hash": "$6$salt$abc:def"},
+        "is not a crypt(3) hash",
+    ),
+    "hash-newline": (
+        "flash_password_hash",
+        {"flash_password_hash": "$6$salt$abc\nroot:x"},
+        "is not a crypt(3) hash",
+    ),
+    # A newline in the SSID would add lines to the NetworkManager keyfile.
+    "ssid-newline": (
+        "flash_wifi_ssid",
+        {
+            "flash_wifi_ssid": "lab\n[connection]",
+            "flash_wifi_passphrase": "correct horse battery",
+            "flash_wifi_country": "GB",
+        },
+        "holds a control character",
+    ),
+    # 9 characters but 33 bytes; a given PSK skips the passphrase's own SSID check.
+    "ssid-bytes": (
+        "flash_wifi_ssid",
+        {
+            "flash_wifi_ssid": "\U0001f600" * 8 + "x",
+            "flash_wifi_passphrase": HEX_PSK,
+            "flash_wifi_country": "GB",
+        },
+        "is 33 bytes in UTF-8; an SSID holds 1 to 32",
+    ),
+    "country": ("flash_wifi_country", {"flash_wifi_country": "gb"}, "is not two capital letters"),
+}
+
+
+@pytest.fixture(scope="module")
+def unsafe_run(source_images, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("unsafe")
+    key = workdir / "id_ed25519.pub"
+    key.write_text(images.SSH_KEY + "\n")
+    src = source_images["bookworm"]
+    inventory = {"all": {"hosts": {host: values for host, (_, values, _) in UNSAFE_VALUES.items()}}}
+    run = run_playbook(
+        workdir,
+        inventory,
+        flash_image=str(src.path),
+        flash_image_sha256=src.sha256,
+        flash_output_dir=str(workdir / "out"),
+        flash_ssh_public_key=str(key),
+    )
+    return run, workdir
+
+
+@pytest.mark.parametrize("host", sorted(UNSAFE_VALUES))
+def test_unsafe_value_is_refused(unsafe_run, host):
+    run, workdir = unsafe_run
+    name, _, message = UNSAFE_VALUES[host]
+    lines = [line for line in run.output.splitlines() if f"fatal: [{host}]" in line]
+    assert len(lines) == 1, run.output
+    assert f'"msg": "{host}: {name} ' in lines[0], lines[0]
+    assert message in lines[0] and lines[0].endswith('Nothing was written."}'), lines[0]
+    assert run.rc != 0
+    assert WRITE_TASK not in run.output
+    assert not (workdir / "out").exists()
+    assert not (workdir / "flashed.yml").exists()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "flash"
 
@@ -79,6 +80,101 @@ def test_cmdline_appends_firstrun_once():
         filters.cmdline_with_firstrun("  \n", "/x")
 
 
+def test_cmdline_puts_the_regulatory_domain_before_the_firstrun_words():
+    """As Raspberry Pi Imager does: firstrun.sh's clean-up then leaves it in place."""
+    base = "console=tty1 root=PARTUUID=abcd-02 rootwait cfg80211.ieee80211_regdom=US\n"
+    with_gb = filters.cmdline_with_firstrun(base, "/boot/firmware/firstrun.sh", "GB")
+    assert with_gb.split() == [
+        "console=tty1",
+        "root=PARTUUID=abcd-02",
+        "rootwait",
+        "cfg80211.ieee80211_regdom=GB",
+        "systemd.run=/boot/firmware/firstrun.sh",
+        "systemd.run_success_action=reboot",
+        "systemd.unit=kernel-command-line.target",
+    ]
+    assert filters.cmdline_with_firstrun(with_gb, "/boot/firmware/firstrun.sh", "GB") == with_gb
+    # No country: the image's own regulatory domain, if any, is left as it is.
+    assert "cfg80211.ieee80211_regdom=US" in filters.cmdline_with_firstrun(base, "/x", "")
+
+
+def _yaml_load(text: str):
+    """With libyaml, as netplan and cloud-init's C loader read the files."""
+    return yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "lab \U0001f600 net",  # outside the BMP: to_json's surrogate pair breaks libyaml
+        "caf\u00e9",
+        'quote " and back\\slash',
+        "new\nline\ttab\r",
+        "\x00\x07\x1b\x7f\x85\u2028\u2029\ufeff",
+        "",
+    ],
+)
+def test_yaml_quote_reads_back_with_libyaml(value):
+    assert _yaml_load("k: " + filters.yaml_quote(value))["k"] == value
+    assert _yaml_load("k: " + filters.yaml_list([value, "x"]))["k"] == [value, "x"]
+
+
+def test_yaml_quote_reads_back_every_code_point():
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert _yaml_load("k: " + filters.yaml_quote(every))["k"] == every
+    with pytest.raises(filters.AnsibleFilterError):
+        filters.yaml_quote("\ud83d")
+
+
+@pytest.mark.parametrize(
+    ("ssid", "written"),
+    [
+        ("lab net", "lab net"),
+        ("my-wifi_5G", "my-wifi_5G"),
+        ("caf\u00e9", "99;97;102;195;169;"),
+        ("\U0001f600", "240;159;152;128;"),
+        ("123", "49;50;51;"),  # digits alone read as a byte list
+        ("a;b", "97;59;98;"),  # ';' is NetworkManager's list separator
+        (" lead", "32;108;101;97;100;"),  # key files drop leading blanks
+        ("back\\s", "98;97;99;107;92;115;"),  # key files read \s as a blank
+    ],
+)
+def test_nm_keyfile_ssid(ssid, written):
+    assert filters.nm_keyfile_ssid(ssid) == written
+    if written != ssid:
+        assert bytes(int(b) for b in written.rstrip(";").split(";")).decode() == ssid
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"flash_keyboard_layout": "us,de", "flash_keyboard_model": "pc105"}, ""),
+        ({"flash_locale": "en_GB.UTF-8", "flash_timezone": "America/Argentina/Buenos_Aires"}, ""),
+        ({"flash_timezone": "Etc/GMT+5", "flash_wifi_country": ""}, ""),
+        ({"flash_password_hash": "$y$j9T$abc/def$ghi.jkl"}, ""),
+        ({"flash_wifi_ssid": "\U0001f600" * 8}, ""),  # 32 bytes
+        ({"flash_keyboard_layout": 'gb"; reboot; "'}, "flash_keyboard_layout"),
+        ({"flash_keyboard_layout": "GB"}, "is not an XKB layout"),
+        ({"flash_keyboard_model": "pc 105"}, "is not an XKB model"),
+        ({"flash_locale": "en_US"}, "is not a UTF-8 locale"),
+        ({"flash_timezone": "Europe/../../etc"}, "is not a time zone"),
+        ({"flash_interface": "eth0 "}, "is not an interface name"),
+        ({"flash_wifi_country": "GBR"}, "is not two capital letters"),
+        ({"flash_firstrun_path": "/boot/first run.sh"}, "is not an absolute path"),
+        ({"flash_password_hash": "$6$salt$a:b"}, "is not a crypt(3) hash"),
+        ({"flash_password_hash": "$6$salt$ab\n"}, "is not a crypt(3) hash"),
+        ({"flash_password_hash": "plaintext"}, "is not a crypt(3) hash"),
+        ({"flash_user_groups": ["sudo", "$(id)"]}, "is not a group name"),
+        ({"flash_wifi_ssid": "\U0001f600" * 8 + "x"}, "is 33 bytes in UTF-8"),
+        ({"flash_wifi_ssid": "lab\x7f"}, "holds a control character"),
+        ({"flash_wifi_ssid": "lab\u0085"}, "holds a control character"),
+    ],
+)
+def test_settings_error(settings, error):
+    found = filters.settings_error(settings)
+    assert (found == "") if not error else (error in found and "\n" not in found), found
+
+
 def test_network_settings():
     assert filters.network_settings("", "pi1.lan")["mode"] == "dhcp"
     assert filters.network_settings("", "")["mode"] == "dhcp"
@@ -105,6 +201,8 @@ def test_network_settings():
         "not another host" in filters.network_settings("10.0.0.5/24", gateway="10.1.0.1")["error"]
     )
     assert "not valid" in filters.network_settings("300.1.1.1")["error"]
+    bad_dns = filters.network_settings("10.0.0.5/24", dns=["1.1.1.1", "8.8.8.8\nmethod=auto"])
+    assert "is not an IP address" in bad_dns["error"]
 
 
 def test_etcd_members():

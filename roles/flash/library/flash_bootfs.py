@@ -62,7 +62,8 @@ options:
           written; C(%s) is its path.
         type: str
       yaml:
-        description: Refuse I(content) that is not valid YAML.
+        description: Refuse I(content) that is not valid YAML (read with libyaml when PyYAML
+          has it).
         type: bool
         default: false
 author: picluster
@@ -191,8 +192,11 @@ def validate_content(module: AnsibleModule, spec: dict, data: bytes) -> str:
     if spec.get("yaml"):
         import yaml
 
+        # libyaml where PyYAML has it: netplan and cloud-init's C loader read these files with
+        # libyaml, which refuses what the pure-Python loader lets through (JSON surrogates).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
-            yaml.safe_load(data)
+            yaml.load(data, Loader=loader)
         except yaml.YAMLError as exc:
             return f"{spec['name']} is not valid YAML: {exc}"
     command = spec.get("validate")
