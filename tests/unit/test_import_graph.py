@@ -21,6 +21,7 @@ ROOMS = {
     "errors": "base",
     "stopping": "base",
     "endpoints": "base",
+    "timing": "base",
     "etcd": "etcd",
     "coord": "coord",
     "jobs": "jobs",
