@@ -20,7 +20,7 @@ from typing import Any
 
 from . import defaults
 from .config import Connection, build_connection, default_config_path, load_file
-from .coord.registry import NodeInfo
+from .coord.registry import list_nodes
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
 from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
 from .etcd.keys import Keys, validate_job_id, validate_node_name
@@ -28,7 +28,7 @@ from .etcd.limits import txn_bytes, txn_chunks
 from .jobs import transitions
 from .jobs.ids import new_job_id
 from .jobs.placement import why_waiting
-from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState
+from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState, UnreadableRecord
 from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, parse_spec
 
 INDETERMINATE_RETRIES = 5
@@ -38,6 +38,22 @@ INDETERMINATE_RETRIES = 5
 class SubmitResult:
     id: str
     accepted: bool  # False: this id had been accepted before; nothing new was created
+
+
+class PartialSubmit(PiclusterError):
+    """A submission of many jobs stopped part-way: the jobs in `results` are settled
+    (accepted, or accepted before), in order; the others were not accepted, for `cause`."""
+
+    exit_code = 8
+
+    def __init__(self, results: list[SubmitResult], total: int, cause: PiclusterError) -> None:
+        super().__init__(
+            f"only {len(results)} of {total} jobs were accepted (their ids are printed); "
+            f"the others were not: {cause}"
+        )
+        self.results = results
+        self.total = total
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -151,8 +167,12 @@ class Client:
         ids: Sequence[str | None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[SubmitResult]:
-        """Submit many jobs, as many per transaction as etcd allows (64: two compares each).
-        Results keep the order."""
+        """Submit many jobs, as many per transaction as etcd allows (64: two compares each;
+        fewer when their bytes would pass its request limit). Results keep the order.
+
+        If a transaction fails after others committed, raises PartialSubmit carrying the
+        results of every job settled so far; if none was, the error itself.
+        """
         if ids is not None and len(ids) != len(specs):
             raise SpecError("ids and specs differ in length")
         chosen = [
@@ -164,13 +184,19 @@ class Client:
         values = [_encoded(s) for s in specs]
         results: list[SubmitResult] = []
         changes = [transitions.submit(self.keys, i, v) for i, v in zip(chosen, values, strict=True)]
-        for chunk in txn_chunks(zip(chosen, values, changes, strict=True), _submit_cost):
-            results.extend(self._submit_chunk(chunk))
-            if progress is not None:
-                progress(len(chunk))
+        try:
+            for chunk in txn_chunks(zip(chosen, values, changes, strict=True), _submit_cost):
+                self._submit_chunk(chunk, results)
+                if progress is not None:
+                    progress(len(chunk))
+        except PiclusterError as e:
+            if not results:
+                raise
+            raise PartialSubmit(results, len(specs), e) from e
         return results
 
-    def _submit_chunk(self, chunk: list[Submission]) -> list[SubmitResult]:
+    def _submit_chunk(self, chunk: list[Submission], results: list[SubmitResult]) -> None:
+        """Submit `chunk` in one txn; add each job to `results` once it is settled."""
         changes = [change for _, _, change in chunk]
         try:
             res = self.etcd.txn(
@@ -178,12 +204,14 @@ class Client:
                 [op for change in changes for op in change.ops],
             )
             if res.succeeded:
-                return [SubmitResult(job_id, True) for job_id, _, _ in chunk]
+                results.extend(SubmitResult(job_id, True) for job_id, _, _ in chunk)
+                return
             maybe_sent = False  # refused as a whole: some id exists already
         except Indeterminate:
             maybe_sent = True  # the whole batch may have committed
         # Settle each job by itself.
-        return [self._settle(job_id, value, maybe_sent=maybe_sent) for job_id, value, _ in chunk]
+        for job_id, value, _ in chunk:
+            results.append(self._settle(job_id, value, maybe_sent=maybe_sent))
 
     # ------------------------------------------------------------ inspecting
 
@@ -199,8 +227,13 @@ class Client:
         )
         queued, job, result = (r[0] if r else None for r in res.ranges)
         if job is not None:
-            record = JobRecord.from_json(job.value)
-            res_obj = JobResult.from_json(result.value) if result is not None else None
+            try:
+                record = JobRecord.from_json(job.value, job_id)
+                res_obj = JobResult.from_json(result.value) if result is not None else None
+            except UnreadableRecord as e:
+                raise PiclusterError(
+                    f"job {job_id}: its record in etcd was not written by picluster ({e})"
+                ) from e
             waiting = None
             if record.state is JobState.QUEUED:
                 try:
@@ -227,9 +260,7 @@ class Client:
         )
 
     def _why_waiting(self, record: JobRecord, spec: JobSpec) -> str:
-        nodes = [
-            NodeInfo.from_json(kv.value) for kv in self.etcd.get_prefix(self.keys.nodes_dir)[0]
-        ]
+        nodes = [view.info for view in list_nodes(self.etcd, self.keys)]
         drained = {
             Keys.last_segment(kv.key)
             for kv in self.etcd.get_prefix(self.keys.drain_dir, keys_only=True)[0]
@@ -253,7 +284,9 @@ class Client:
                 out.append(JobStatus(job_id, JobState.QUEUED, None, None, "submitted"))
         records, _ = self.etcd.get_prefix(self.keys.jobs_dir, revision=rev)
         for kv in records:
-            record = JobRecord.from_json(kv.value)
+            record = _readable(kv.value, self.keys.job_id_of(self.keys.jobs_dir, kv.key))
+            if record is None:
+                continue  # not written by picluster: the master ignores it too
             if want is not None and record.state is not want:
                 continue
             if node is not None and record.node != node:
@@ -290,8 +323,8 @@ class Client:
                 job_id = Keys.last_segment(e.kv.key)
                 if job_id not in wanted or not any(m in e.kv.value for m in FINAL_STATE_MARKS):
                     continue
-                record = JobRecord.from_json(e.kv.value)
-                if record.state.final:
+                record = _readable(e.kv.value, job_id)
+                if record is not None and record.state.final:
                     with lock:
                         done[job_id] = JobStatus(job_id, record.state, record, None)
                     changed.set()
@@ -304,8 +337,8 @@ class Client:
             job_id = Keys.last_segment(kv.key)
             if job_id in wanted:
                 known.add(job_id)
-                record = JobRecord.from_json(kv.value)
-                if record.state.final:
+                record = _readable(kv.value, job_id)
+                if record is not None and record.state.final:
                     done[job_id] = JobStatus(job_id, record.state, record, None)
         missing = [i for i in ids if i not in known]
         if missing:
@@ -344,10 +377,13 @@ class Client:
             watch.stop()
         with lock:
             final = dict(done)
-        results = {
-            Keys.last_segment(kv.key): JobResult.from_json(kv.value)
-            for kv in self.etcd.get_many([self.keys.result(i) for i in final]).values()
-        }
+        results = {}
+        for kv in self.etcd.get_many([self.keys.result(i) for i in final]).values():
+            try:
+                results[Keys.last_segment(kv.key)] = JobResult.from_json(kv.value)
+            except UnreadableRecord:
+                continue  # not written by picluster: shown as no result
+
         return {
             i: replace(final[i], result=results.get(i)) if i in final else self.status(i)
             for i in ids
@@ -379,7 +415,7 @@ def _encoded(spec: JobSpec) -> str:
     value = spec.to_json()
     size = len(value.encode("utf-8"))
     if size > MAX_SPEC_BYTES:
-        raise SpecError(f"the spec is {size} bytes; the limit is {MAX_SPEC_BYTES} (1 MiB)")
+        raise SpecError(f"the spec is {size} bytes; the limit is {MAX_SPEC_BYTES}")
     return value
 
 
@@ -389,6 +425,14 @@ Submission = tuple[str, str, transitions.Transition]  # job id, spec JSON, its s
 def _submit_cost(item: Submission) -> tuple[int, int, int]:
     change = item[2]
     return len(change.compares), len(change.ops), txn_bytes(change.compares, change.ops)
+
+
+def _readable(raw: bytes, job_id: str | None) -> JobRecord | None:
+    """A job record, or None for a value that picluster did not write."""
+    try:
+        return JobRecord.from_json(raw, job_id)
+    except UnreadableRecord:
+        return None
 
 
 def summarize(statuses: Mapping[str, JobStatus]) -> dict[str, int]:

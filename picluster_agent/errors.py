@@ -38,12 +38,50 @@ class Indeterminate(Unavailable):
     """
 
 
+class NoSpace(Unavailable):
+    """etcd raised its NOSPACE alarm: it refuses every write that adds data (reads and
+    deletes still work) until an operator frees space and disarms the alarm
+    (docs/OPERATIONS.md). Nothing was written; retry later."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(
+            "etcd is out of space (NOSPACE alarm): writes are refused until an operator "
+            "compacts, defragments and disarms the alarm (docs/OPERATIONS.md)"
+            + (f"; etcd said: {details}" if details else "")
+        )
+
+
+class TooManyRequests(Unavailable):
+    """etcd is overloaded (its applied index lags too far behind): nothing was written;
+    retry later."""
+
+
+class RequestTooLarge(PiclusterError):
+    """The request exceeds etcd's size limit (--max-request-bytes, 1.5 MiB by default): it
+    can never be taken as it is; split it or make it smaller."""
+
+    exit_code = 2
+
+
+class PermissionDenied(ConfigError):
+    """etcd's access control refused the request: the certificate's user lacks the role."""
+
+
+class Compacted(PiclusterError):
+    """A read at a revision that etcd has compacted away: read again at the current one."""
+
+
 class NotLeader(PiclusterError):
     """The master's election key no longer compares: it was deposed and must step down."""
 
 
 class SessionLost(PiclusterError):
     """The agent's lease expired or was revoked: every lease-bound assumption is void."""
+
+
+class AgentFailure(PiclusterError):
+    """A part of the agent failed in a way no retry cures: the whole agent stops with a
+    non-zero exit (systemd starts it again), rather than live on with a part missing."""
 
 
 class NotFound(PiclusterError):

@@ -4,7 +4,8 @@ Exit codes (also in `picluster --help` and the README):
   0  success
   1  other failure
   2  bad input or configuration (nothing was changed)
-  3  cluster unreachable (no etcd endpoint answered)
+  3  cluster unreachable (no etcd endpoint answered), or refusing writes for now
+     (out of space: NOSPACE; overloaded): nothing was accepted
   4  not found (unknown job id or node)
 """
 
@@ -23,18 +24,19 @@ from .. import __version__, defaults
 from ..config import LOG_LEVELS, Connection, build_agent_config, ensure_data_dir, from_flags
 from ..coord.election import current_leader
 from ..coord.registry import list_nodes
-from ..errors import ConfigError, NotFound, PiclusterError, Unavailable
+from ..errors import ConfigError, NoSpace, NotFound, PiclusterError, TooManyRequests, Unavailable
 from ..etcd.adapter import EtcdClient, TLSFiles
 from ..etcd.keys import Keys
 from . import argtypes
 from .argtypes import Parser
-from .output import emit, error
+from .output import emit, error, warn_alarms
 
 EXIT_CODES = """exit codes:
   0  success
   1  other failure
   2  bad input or configuration (nothing was changed)
-  3  cluster unreachable (no etcd endpoint answered)
+  3  cluster unreachable (no etcd endpoint answered), or refusing writes for now
+     (out of space: NOSPACE; overloaded): nothing was accepted
   4  not found (unknown job id or node)
 """
 
@@ -137,6 +139,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_nodes(args: argparse.Namespace) -> int:
     client, keys = connect(args)
     views = list_nodes(client, keys)
+    warn_alarms(client.raised_alarms())
     data = [
         {
             "name": v.info.name,
@@ -323,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as e:
         error(str(e))
+        return e.exit_code
+    except (NoSpace, TooManyRequests) as e:
+        error(str(e))  # it answered, and refused: nothing was accepted
         return e.exit_code
     except Unavailable as e:
         error(f"cluster unreachable: {e}")

@@ -4,6 +4,7 @@ Exit codes beyond the common ones (see cli.py):
   5  submit: this job id had been accepted before; nothing new was created
   6  wait / submit --wait: at least one job ended without success
   7  wait: timed out before every job finished
+  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed)
 """
 
 from __future__ import annotations
@@ -15,23 +16,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..client import Client, JobStatus, SubmitResult, summarize
+from ..client import Client, JobStatus, PartialSubmit, SubmitResult, summarize
 from ..config import from_flags, parse_labels
 from ..errors import ConfigError
 from ..jobs.records import JobState
 from ..jobs.spec import JobSpec, SpecError, build_spec, parse_spec, parse_start_time
 from . import argtypes
-from .output import emit, error
+from .output import emit, error, warn_alarms
 
 EXIT_DUPLICATE = 5
 EXIT_JOB_FAILED = 6
 EXIT_TIMEOUT = 7
+EXIT_PARTIAL = PartialSubmit.exit_code  # 8
 MAX_ARRAY = 100_000
 
 JOB_EXIT_CODES = """job exit codes:
   5  submit: the job id had been accepted before (nothing new was created)
   6  wait, submit --wait: at least one job ended without success
   7  wait: timed out before every job finished
+  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed)
 """
 
 
@@ -149,21 +152,31 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if len(specs) == 1:
         results = [client.submit_spec(specs[0], id=ids[0])]
     else:
-        results = _submit_with_progress(client, specs, ids)
+        try:
+            results = _submit_with_progress(client, specs, ids)
+        except PartialSubmit as e:
+            # Earlier transactions committed: those jobs are accepted, and their ids must
+            # be known (submitting them again with the same ids creates nothing).
+            _print_submitted(e.results, args.output, wait=False)
+            error(str(e))
+            return EXIT_PARTIAL
     duplicate = any(not r.accepted for r in results)
-    submitted = [{"id": r.id, "accepted": r.accepted} for r in results]
-    if args.output == "json":
-        if not args.wait:  # with --wait, the one JSON document comes at the end
-            emit("json", submitted)
+    _print_submitted(results, args.output, wait=args.wait)
+    if args.wait:
+        return _wait_and_report(client, [r.id for r in results], None, args.output, results)
+    return EXIT_DUPLICATE if duplicate else 0
+
+
+def _print_submitted(results: list[SubmitResult], fmt: str, *, wait: bool) -> None:
+    if fmt == "json":
+        if not wait:  # with --wait, the one JSON document comes at the end
+            emit("json", [{"id": r.id, "accepted": r.accepted} for r in results])
     else:
         for r in results:
             print(r.id, flush=True)
     for r in results:
         if not r.accepted:
             error(f"job {r.id} was already accepted; nothing new was created")
-    if args.wait:
-        return _wait_and_report(client, [r.id for r in results], None, args.output, results)
-    return EXIT_DUPLICATE if duplicate else 0
 
 
 def _spec_fields(spec: JobSpec) -> dict[str, Any]:
@@ -208,9 +221,11 @@ def _status_row(s: JobStatus) -> tuple[Any, ...]:
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     s = client.status(args.id)
+    alarms = client.etcd.raised_alarms()  # why a job may be stuck: etcd refusing writes
     if args.output == "json":
-        emit("json", s.to_dict())
+        emit("json", {**s.to_dict(), **({"alarms": alarms} if alarms else {})})
         return 0
+    warn_alarms(alarms)
     d = s.to_dict()
     print(f"job {s.id}: {s.state.value}")
     for key in ("attempt", "node", "exit_code", "reason", "waiting"):

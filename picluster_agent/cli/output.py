@@ -34,3 +34,16 @@ def emit(
 
 def error(message: str) -> None:
     sys.stderr.write(f"picluster: {message}\n")
+
+
+_ALARMS = {
+    "NOSPACE": "etcd is out of space: it refuses new jobs and the agents' writes (nothing "
+    "already accepted is lost) until an operator frees space: docs/OPERATIONS.md",
+    "CORRUPT": "etcd found its members' data inconsistent: see etcd's logs",
+}
+
+
+def warn_alarms(alarms: Sequence[str]) -> None:
+    """One line on stderr per alarm etcd has raised: the reason the cluster is stuck."""
+    for name in alarms:
+        error(f"warning: etcd alarm {name}: {_ALARMS.get(name, 'see etcd logs')}")

@@ -52,13 +52,18 @@ class Leader:
 
 def current_leader(client: EtcdClient, keys: Keys) -> Leader | None:
     """The candidate with the lowest create revision, if any."""
-    kvs, _ = client.get_prefix(
-        keys.election_dir, limit=1, sort_target="CREATE", sort_order="ASCEND"
-    )
-    if not kvs:
+    kvs, _ = client.get_prefix(keys.election_dir, sort_target="CREATE", sort_order="ASCEND")
+    kv = next((kv for kv in kvs if is_candidate(kv, keys)), None)
+    if kv is None:
         return None
-    kv = kvs[0]
-    return Leader(kv.value.decode(), kv.key, kv.create_revision, kv.lease)
+    return Leader(kv.value.decode(errors="replace"), kv.key, kv.create_revision, kv.lease)
+
+
+def is_candidate(kv: KV, keys: Keys) -> bool:
+    """A real candidate's key is named after the lease it lives under. Anything else under
+    election/ (a plain `etcdctl put`, without a lease) would never go away: counted as a
+    candidate, it would stand before every new one and no master would ever be elected."""
+    return kv.lease != 0 and kv.key == keys.election(kv.lease)
 
 
 def retry_transient(fn: Callable[[], T], session: Session, stop: StopSignal) -> T:
@@ -120,12 +125,11 @@ class Election:
     def _predecessor(self) -> KV | None:
         kvs, _ = self.client.get_prefix(
             self.keys.election_dir,
-            limit=1,
             sort_target="CREATE",
             sort_order="DESCEND",
             max_create_revision=self.create_revision - 1,
         )
-        return kvs[0] if kvs else None
+        return next((kv for kv in kvs if is_candidate(kv, self.keys)), None)
 
     def _wait_deleted(self, predecessor: KV, stop: StopSignal) -> None:
         gone = threading.Event()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidName
 from ..etcd.adapter import EtcdClient, cmp_absent, op_get, op_put
-from ..etcd.keys import Keys
+from ..etcd.keys import Keys, validate_node_name
 from .election import current_leader
 from .session import Session
 
@@ -32,9 +34,60 @@ class NodeInfo:
 
     @classmethod
     def from_json(cls, raw: bytes) -> NodeInfo:
-        data = json.loads(raw)
+        """Read a registration; UnreadableRegistration for anything an agent would not write
+        (anyone with write access can put a key under nodes/: it must not crash the master)."""
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise UnreadableRegistration(f"not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise UnreadableRegistration("not a JSON object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+        try:
+            info = cls(**known)
+        except TypeError as e:
+            raise UnreadableRegistration(str(e)) from None
+        _check_registration(info)
+        return info
+
+
+class UnreadableRegistration(ValueError):
+    """A value under nodes/ that no agent wrote."""
+
+
+def _whole(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_registration(info: NodeInfo) -> None:
+    try:
+        validate_node_name(info.name)
+        # Labels are matched by equality against a job's constraints: text to text.
+        if not isinstance(info.labels, dict):
+            raise UnreadableRegistration("labels is not an object")
+        for key, value in info.labels.items():
+            validate_node_name(key)
+            if not isinstance(value, str):
+                raise UnreadableRegistration(f"label {key!r} is not text")
+    except InvalidName as e:
+        raise UnreadableRegistration(str(e)) from None
+    if not _whole(info.slots, 1):
+        raise UnreadableRegistration("slots is not a whole number >= 1")
+    if not _whole(info.prefetch, 0):
+        raise UnreadableRegistration("prefetch is not a whole number >= 0")
+    if info.memory_mb is not None and not _whole(info.memory_mb, 1):
+        raise UnreadableRegistration("memory_mb is not a whole number >= 1")
+    if not all(isinstance(v, str) for v in (info.address, info.version, info.lease)):
+        raise UnreadableRegistration("address, version and lease must be text")
+    if not isinstance(info.master_eligible, bool):
+        raise UnreadableRegistration("master_eligible is not true or false")
+    started = info.started_at
+    if (
+        isinstance(started, bool)
+        or not isinstance(started, int | float)
+        or not math.isfinite(started)
+    ):
+        raise UnreadableRegistration("started_at is not a time")
 
 
 def register(session: Session, keys: Keys, info: NodeInfo) -> None:
@@ -81,7 +134,12 @@ def list_nodes(client: EtcdClient, keys: Keys) -> list[NodeView]:
     leader = current_leader(client, keys)
     views = []
     for kv in kvs:
-        info = NodeInfo.from_json(kv.value)
+        try:
+            info = NodeInfo.from_json(kv.value)
+        except UnreadableRegistration:
+            continue  # not an agent's: the master ignores it too
+        if kv.lease == 0 or keys.node_of(keys.nodes_dir, kv.key) != info.name:
+            continue
         is_master = leader is not None and leader.name == info.name and leader.lease == kv.lease
         views.append(
             NodeView(

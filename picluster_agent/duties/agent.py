@@ -22,7 +22,14 @@ from ..coord.election import Election, retry_transient
 from ..coord.registry import NodeInfo, register
 from ..coord.session import Session, SessionState
 from ..endpoints import preferred_order
-from ..errors import ConfigError, NotLeader, PiclusterError, SessionLost, Unavailable
+from ..errors import (
+    AgentFailure,
+    ConfigError,
+    NotLeader,
+    PiclusterError,
+    SessionLost,
+    Unavailable,
+)
 from ..etcd.adapter import EtcdClient, TLSFiles, op_put
 from ..etcd.keys import Keys
 from ..node.fsinfo import filesystem_of
@@ -57,6 +64,7 @@ class Agent:
         self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
         self.worker_duty = worker_duty
         self._session: Session | None = None
+        self._broken = threading.Event()  # set when a part of this agent failed for good
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -88,6 +96,12 @@ class Agent:
                 self._serve(session)
             except (SessionLost, NotLeader) as e:
                 log.warning("session ended: %s", e)
+            except AgentFailure as e:
+                # Revoke now: our keys vanish and the master re-runs our jobs elsewhere; the
+                # non-zero exit lets systemd start a fresh agent.
+                log.error("%s; stopping the agent", e)
+                session.close()
+                raise
             except ConfigError:
                 session.close()
                 raise
@@ -137,22 +151,38 @@ class Agent:
         log.info("registered as %s (lease %x)", info.name, session.lease_id)
 
         session_stop = threading.Event()
+        self._broken = threading.Event()
+        failures: list[BaseException] = []
         worker_thread = None
         if self.worker_duty is not None:
-            worker_thread = threading.Thread(
-                target=self.worker_duty, args=(session, session_stop), name="worker", daemon=True
-            )
+            worker_duty = self.worker_duty
+
+            def worker() -> None:
+                try:
+                    worker_duty(session, session_stop)
+                except BaseException as e:  # whatever it was, the node cannot run jobs now
+                    log.exception("worker failed")
+                    failures.append(e)
+                    self._broken.set()
+
+            worker_thread = threading.Thread(target=worker, name="worker", daemon=True)
             worker_thread.start()
         try:
             if self.cfg.master:
                 self._campaign_loop(session)
             else:
-                while not (self.stop_event.is_set() or session.done.is_set()):
+                while not (
+                    self.stop_event.is_set() or session.done.is_set() or self._broken.is_set()
+                ):
                     self.stop_event.wait(0.5)
         finally:
             session_stop.set()
             if worker_thread is not None:
                 worker_thread.join()
+        if failures:
+            # The worker retries what can be retried; what reaches here cannot be. A node
+            # that stays registered without its worker would be given jobs that never run.
+            raise AgentFailure(f"the worker failed: {failures[0]!r}") from failures[0]
         session.check()
 
     def _register_with_retry(self, session: Session, info: NodeInfo) -> None:
@@ -172,7 +202,7 @@ class Agent:
                     raise SessionLost("stopping") from None
 
     def _campaign_loop(self, session: Session) -> None:
-        stop = AnyEvent(self.stop_event, session.done)
+        stop = AnyEvent(self.stop_event, session.done, self._broken)
         while not stop.is_set():
             election = Election(session, self.keys, self.cfg.name)
             if not election.campaign(stop):

@@ -15,10 +15,12 @@ import logging
 import queue
 import time
 
+from .. import defaults
 from ..config import AgentConfig
 from ..coord.election import Election
 from ..coord.session import SessionState
-from ..errors import NotLeader, PiclusterError, Unavailable
+from ..errors import NotLeader, PiclusterError, RequestTooLarge, SessionLost
+from ..etcd import limits
 from ..etcd.adapter import (
     KV,
     EtcdClient,
@@ -28,12 +30,12 @@ from ..etcd.keys import Keys
 from ..etcd.limits import ASSIGNS_PER_TXN, EXPIRES_PER_TXN
 from ..jobs import transitions
 from ..jobs.placement import NodeSlots, pick
-from ..jobs.records import JobRecord, JobState
+from ..jobs.records import JobRecord, JobState, UnreadableRecord
 from ..jobs.spec import SpecError, parse_spec
 from ..stopping import StopSignal
 from .backlog import Backlog, Pending
 from .retention import Finished
-from .view import ClusterView
+from .view import ClusterView, ignored
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ COALESCE = 0.003  # seconds a step waits for more events after the first
 # over 3 members, against ~0.1 ms per key). A quiet cluster answers within COALESCE.
 MIN_STEP_INTERVAL = 0.015
 IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
+# A record's bytes beyond its spec, counted when sizing an assignment batch.
+ASSIGN_RECORD_BYTES = 2048
 
 
 class _Resync(Exception):
@@ -79,12 +83,21 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
+        backoff = defaults.RETRY_BACKOFF_MIN
         while not self.stop.is_set():
             try:
                 self._run_from_snapshot()
             except _Resync:
                 log.warning("scheduler: a watch fell behind etcd's compaction; reloading")
                 self._reset()
+            except (NotLeader, SessionLost):
+                raise
+            except PiclusterError as e:
+                # Reading the state (or re-queueing what it found lost) failed: read again.
+                log.warning("scheduler: cannot load the cluster (%s); again in %.1fs", e, backoff)
+                self._reset()
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
 
     def _run_from_snapshot(self) -> None:
         revision = self._load()
@@ -115,6 +128,7 @@ class Scheduler:
             len(self.view.capacity.nodes),
             revision,
         )
+        backoff = defaults.RETRY_BACKOFF_MIN
         try:
             while not self.stop.is_set():
                 if self.election.session.state is not SessionState.CONNECTED:
@@ -124,9 +138,16 @@ class Scheduler:
                 self._drain_inbox(self._wait_time())
                 try:
                     self._step()
-                except Unavailable as e:
-                    log.warning("scheduler: etcd unavailable (%s); retrying", e)
-                    self.stop.wait(0.5)
+                    backoff = defaults.RETRY_BACKOFF_MIN
+                except (NotLeader, SessionLost):
+                    raise
+                except PiclusterError as e:
+                    # Unavailable, NOSPACE, too many requests, refused: every part of a step
+                    # keeps what it has not done yet, so the next step takes it up again.
+                    # Nothing is dropped (docs/OPERATIONS.md).
+                    log.warning("scheduler: step not finished (%s); again in %.1fs", e, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
         finally:
             for w in watches:
                 w.stop()
@@ -165,30 +186,38 @@ class Scheduler:
         queued, _ = read(self.keys.queue_dir, revision=rev)
         cancels, _ = read(self.keys.cancel_dir, keys_only=True, revision=rev)
 
-        self.view.drained = {Keys.last_segment(kv.key) for kv in drains}
+        keys, view = self.keys, self.view
+        view.drained = {n for kv in drains if (n := keys.node_of(keys.drain_dir, kv.key))}
         for kv in nodes:
-            self.view.node_put(kv)
+            view.node_event(kv)
         assigned = {kv.key for kv in assigns}
-        self.view.cancels = {Keys.last_segment(kv.key) for kv in cancels}
-        self.view.new_cancels = set(self.view.cancels)
+        view.cancels = {j for kv in cancels if (j := keys.job_id_of(keys.cancel_dir, kv.key))}
+        view.new_cancels = set(view.cancels)
         lost: list[tuple[JobRecord, int]] = []
         for kv in jobs:
-            try:
-                record = JobRecord.from_json(kv.value)
-            except (ValueError, KeyError, TypeError) as e:
-                log.error("unreadable job record %s: %s", kv.key, e)
+            job_id = keys.job_id_of(keys.jobs_dir, kv.key)
+            if job_id is None:
+                ignored(kv.key, "not a valid job id")
                 continue
-            if record.state.final:
-                self.finished.add(record.finished_at or 0.0, record.id)
-            elif record.state is JobState.QUEUED:
-                self._add_rerun(record, kv.mod_revision)
-            elif record.node and self.keys.assign(record.node, record.id) in assigned:
-                self.view.capacity.place(record.id, record.node, record.attempt, record.job_spec())
-            else:
-                lost.append((record, kv.mod_revision))
+            try:
+                record = JobRecord.from_json(kv.value, job_id)
+                if record.state.final:
+                    self.finished.add(record.finished_at or 0.0, record.id)
+                elif record.state is JobState.QUEUED:
+                    self._add_rerun(record, kv.mod_revision)
+                elif record.node and keys.assign(record.node, record.id) in assigned:
+                    view.capacity.place(record.id, record.node, record.attempt, record.job_spec())
+                else:
+                    lost.append((record, kv.mod_revision))
+            except (UnreadableRecord, SpecError) as e:
+                ignored(kv.key, f"unreadable job record: {e}")
         self.finished.sort()
         for kv in queued:
-            self.view.fresh_queue[Keys.last_segment(kv.key)] = kv
+            job_id = keys.job_id_of(keys.queue_dir, kv.key)
+            if job_id is None:
+                ignored(kv.key, "not a valid job id")
+            else:
+                view.fresh_queue[job_id] = kv
         for record, mod in lost:
             self._requeue_lost(record, mod)
         return rev
@@ -294,7 +323,9 @@ class Scheduler:
             del self.view.ended[:handled]
 
     def _classify(self, node: str, job_id: str, kv: KV) -> None:
-        record = JobRecord.from_json(kv.value)
+        record = _record_or_none(kv, job_id)
+        if record is None:
+            return
         if record.state.final:
             self.finished.add(record.finished_at or time.time(), job_id)
         elif record.state is JobState.QUEUED:
@@ -368,7 +399,8 @@ class Scheduler:
         queued = self.client.get(self.keys.queue(job_id))
         if queued is not None:
             return  # a submission not yet seen by us: handled when it arrives
-        if kv is not None and not JobRecord.from_json(kv.value).state.final:
+        record = _record_or_none(kv, job_id) if kv is not None else None
+        if record is not None and not record.state.final:
             return  # running or about to be re-run: the worker / the re-queue handles it
         self.view.cancels.discard(job_id)
         self._fenced(transitions.drop_cancel(self.keys, job_id))
@@ -384,6 +416,7 @@ class Scheduler:
         if not candidates:
             return
         batch: list[tuple[Pending, NodeSlots]] = []
+        batch_bytes = 0
         taken = []
         try:
             while candidates:
@@ -395,13 +428,20 @@ class Scheduler:
                 node = pick(p.spec, candidates)
                 if node is None:
                     continue
+                # The record (spec and all) goes into the txn twice: large specs make
+                # smaller batches, so that one txn stays within etcd's request limit.
+                size = 2 * (len(p.spec.to_json().encode()) + ASSIGN_RECORD_BYTES)
+                if batch and batch_bytes + size > limits.MAX_TXN_BYTES:
+                    self._commit(batch, now)
+                    batch, batch_bytes = [], 0
                 node.take(p.spec)
                 batch.append((p, node))
+                batch_bytes += size
                 if node.used_slots >= node.capacity:
                     candidates = [n for n in candidates if n.used_slots < n.capacity]
                 if len(batch) >= ASSIGNS_PER_TXN:
                     self._commit(batch, now)
-                    batch = []
+                    batch, batch_bytes = [], 0
             if batch:
                 self._commit(batch, now)
         finally:
@@ -431,9 +471,15 @@ class Scheduler:
         ]
         for p, node in batch:  # undo the tentative reservation; _place redoes it for real
             node.give_back(p.spec)
-        res = self._fenced_txn(
-            transitions.Transition(compares, [op for change in changes for op in change.ops])
-        )
+        try:
+            res = self._fenced_txn(
+                transitions.Transition(compares, [op for change in changes for op in change.ops])
+            )
+        except RequestTooLarge:
+            if len(batch) == 1:
+                self._too_large(batch[0][0])
+                return
+            res = None  # split below
         if res is not None and res.succeeded:
             for (p, node), change in zip(batch, changes, strict=True):
                 assert change.record is not None
@@ -446,6 +492,26 @@ class Scheduler:
             return
         self._refresh(batch[0][0], batch[0][1])
 
+    def _too_large(self, p: Pending) -> None:
+        """An assignment that etcd refuses as too large can never be made: the job leaves the
+        queue with the reason, rather than block it (rare: the size limit at submission
+        keeps specs well within it)."""
+        self.backlog.pop(p.id)
+        reason = (
+            f"too large to assign: its record, written twice in one request, exceeds etcd's "
+            f"request limit ({limits.MAX_REQUEST_BYTES} bytes); keep specs under "
+            f"{limits.MAX_SPEC_BYTES} bytes"
+        )
+        kv = self.client.get(p.source_key) if p.fresh else None
+        if kv is None:
+            log.error("job %s: %s; left as it is", p.id, reason)
+            return
+        try:
+            self._reject(kv, reason)
+        except PiclusterError:
+            self.view.fresh_queue.setdefault(p.id, kv)  # rejected at a later step
+            raise
+
     def _refresh(self, p: Pending, node: NodeSlots) -> None:
         """A single assignment was refused: learn what changed."""
         kv = self.client.get(p.source_key)
@@ -455,11 +521,16 @@ class Scheduler:
             # second submission of an id that exists.
             self.backlog.pop(p.id)
             if kv is not None and job_kv is not None:
-                self._drop_duplicate(kv)
+                try:
+                    self._drop_duplicate(kv)
+                except PiclusterError:
+                    self.view.fresh_queue.setdefault(p.id, kv)  # dropped at a later step
+                    raise
                 return
             if job_kv is not None:
-                record = JobRecord.from_json(job_kv.value)
-                if record.state.active and record.node and p.id not in self.view.capacity.running:
+                record = _record_or_none(job_kv, p.id)
+                running = self.view.capacity.running
+                if record and record.state.active and record.node and p.id not in running:
                     self.view.capacity.place(p.id, record.node, record.attempt, p.spec)
             return
         if kv is None:
@@ -470,14 +541,14 @@ class Scheduler:
             if p.fresh:
                 self.view.fresh_queue[p.id] = kv
             else:
-                record = JobRecord.from_json(kv.value)
-                if record.state is JobState.QUEUED:
+                record = _record_or_none(kv, p.id)
+                if record is not None and record.state is JobState.QUEUED:
                     self._add_rerun(record, kv.mod_revision)
         node_kv = self.client.get(self.keys.node(node.name))
         if node_kv is None:
             self.view.capacity.nodes.pop(node.name, None)
         elif node_kv.create_revision != node.create_revision:
-            self.view.node_put(node_kv)
+            self.view.node_event(node_kv)
 
     # ------------------------------------------------------------ retention
 
@@ -496,16 +567,20 @@ class Scheduler:
     # ------------------------------------------------------------ fenced writes
 
     def _fenced_txn(self, change: transitions.Transition):  # type: ignore[no-untyped-def]
-        try:
-            return self.election.fenced_txn(change.ops, extra_compare=change.compares)
-        except NotLeader:
-            raise
-        except Unavailable:
-            raise
-        except PiclusterError as e:
-            log.error("scheduler write failed: %s", e)
-            return None
+        # Every error propagates (NotLeader, Unavailable, NOSPACE, ...): the caller keeps
+        # what it has not done, and the next step takes it up (docs/OPERATIONS.md).
+        return self.election.fenced_txn(change.ops, extra_compare=change.compares)
 
     def _fenced(self, change: transitions.Transition) -> bool:
         res = self._fenced_txn(change)
         return res is not None and res.succeeded
+
+
+def _record_or_none(kv: KV, job_id: str) -> JobRecord | None:
+    """The job record at `kv`, or None (and one warning) for one that picluster did not
+    write: it is left alone, never acted on."""
+    try:
+        return JobRecord.from_json(kv.value, job_id)
+    except UnreadableRecord as e:
+        ignored(kv.key, f"unreadable job record: {e}")
+        return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from ..coord.registry import NodeInfo
+from ..coord.registry import NodeInfo, UnreadableRegistration
 from ..etcd.adapter import KV, Event
 from ..etcd.keys import Keys
 from ..jobs.placement import Capacity, NodeSlots
@@ -28,38 +28,70 @@ class ClusterView:
         self.ended: list[tuple[str, str]] = []  # (node, job id) whose assignment vanished
 
     def apply(self, kind: str, events: list[Event]) -> None:
-        """Events of one watch (`kind`: queue, assign, nodes, drain or cancel)."""
+        """Events of one watch (`kind`: queue, assign, nodes, drain or cancel).
+
+        Anyone with write access can put any key under the prefix: a key that no picluster
+        writer makes (an invalid or nested name) is ignored with one warning, never acted
+        on in part.
+        """
+        keys = self.keys
         for e in events:
-            name = Keys.last_segment(e.kv.key)
+            key = e.kv.key
             if kind == "queue":  # PUTs only (Scheduler._run_from_snapshot)
-                self.fresh_queue[name] = e.kv
-            elif kind == "assign" and e.type == "DELETE":
-                node = e.kv.key[len(self.keys.assign_root) :].split("/", 1)[0]
-                self.ended.append((node, name))
-            elif kind == "nodes":
-                if e.type == "PUT":
-                    self.node_put(e.kv)
+                job_id = keys.job_id_of(keys.queue_dir, key)
+                if job_id is None:
+                    ignored(key, "not a valid job id")
                 else:
-                    gone = self.capacity.nodes.pop(name, None)
-                    if gone is not None:
-                        log.info("node %s left (%d job(s) there)", name, len(gone.jobs))
+                    self.fresh_queue[job_id] = e.kv
+            elif kind == "assign" and e.type == "DELETE":
+                assignment = keys.assignment_of(key)
+                if assignment is not None:  # else never one of ours
+                    self.ended.append(assignment)
+            elif kind == "nodes":
+                self.node_event(e.kv, e.type)
             elif kind == "drain":
+                name = keys.node_of(keys.drain_dir, key)
+                if name is None:
+                    if e.type == "PUT":
+                        ignored(key, "not a valid node name")
+                    continue
                 drained = e.type == "PUT"
                 (self.drained.add if drained else self.drained.discard)(name)
                 if name in self.capacity.nodes:
                     self.capacity.nodes[name].drained = drained
             elif kind == "cancel":
-                if e.type == "PUT":
-                    self.cancels.add(name)
-                    self.new_cancels.add(name)
+                job_id = keys.job_id_of(keys.cancel_dir, key)
+                if job_id is None:
+                    if e.type == "PUT":
+                        ignored(key, "not a valid job id")
+                elif e.type == "PUT":
+                    self.cancels.add(job_id)
+                    self.new_cancels.add(job_id)
                 else:
-                    self.cancels.discard(name)
+                    self.cancels.discard(job_id)
 
-    def node_put(self, kv: KV) -> None:
+    def node_event(self, kv: KV, kind: str = "PUT") -> None:
+        """A registration put or deleted: a node to place work on, gone, or ignored."""
+        name = self.keys.node_of(self.keys.nodes_dir, kv.key)
+        if name is None:
+            if kind == "PUT":
+                ignored(kv.key, "not a valid node name")
+            return
+        if kind == "DELETE":
+            gone = self.capacity.nodes.pop(name, None)
+            if gone is not None:
+                log.info("node %s left (%d job(s) there)", name, len(gone.jobs))
+            return
         try:
             info = NodeInfo.from_json(kv.value)
-        except (ValueError, TypeError) as e:
-            log.error("unreadable registration %s: %s", kv.key, e)
+            if info.name != name:
+                raise UnreadableRegistration(f"it names node {info.name!r}")
+            if kv.lease == 0:
+                # Work placed there would never run: only a live agent's lease makes a node.
+                raise UnreadableRegistration("no agent's lease holds it")
+        except UnreadableRegistration as e:
+            ignored(kv.key, f"not a registration: {e}")
+            self.capacity.nodes.pop(name, None)  # whatever it held before is gone
             return
         node = NodeSlots(
             name=info.name,
@@ -72,3 +104,8 @@ class ClusterView:
             drained=info.name in self.drained,
         )
         self.capacity.node_seen(node)
+
+
+def ignored(key: str, why: str) -> None:
+    """One warning for a key that no picluster writer makes: it is left alone."""
+    log.warning("ignored %r: %s", key, why)

@@ -24,18 +24,18 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import defaults, timing
 from ..config import AgentConfig
 from ..coord.session import Session
-from ..errors import PiclusterError, Unavailable
+from ..errors import Indeterminate, PiclusterError, RequestTooLarge
 from ..etcd.adapter import KV, EtcdClient, Event, Op
 from ..etcd.keys import Keys
-from ..etcd.limits import txn_bytes, txn_chunks
+from ..etcd.limits import MAX_REQUEST_BYTES, txn_bytes, txn_chunks
 from ..jobs import transitions
-from ..jobs.records import JobRecord, JobResult, JobState
+from ..jobs.records import JobRecord, JobResult, JobState, UnreadableRecord
 from ..jobs.spec import JobSpec, SpecError, retry_delay
 from ..jobs.transitions import Transition
 from ..node.janitor import JobDirJanitor
@@ -55,6 +55,12 @@ COALESCE = 0.003
 # is mostly per txn). A result waits at most this long, and only on a busy node; the next
 # job's start does not wait for it (the node's own slot is free already).
 MIN_REPORT_INTERVAL = 0.05
+# A result whose output tails would take its report past etcd's request limit (a large
+# result_tail_bytes, or output that JSON escapes six-fold) is sent with this much of each
+# stream instead; all of it stays in the job's files.
+SHORT_TAIL_CHARS = 4096
+# A failure reason is kept in the job's record: bounded, so that the record stays small.
+MAX_REASON_CHARS = 1000
 
 
 def report_interval(slots: int, prefetch: int) -> float:
@@ -153,17 +159,22 @@ class Worker:
         self.margin = timing.kill_margin(session.ttl)
         self._fenced_until = 0.0
         self._extend_fence()
+        # Set by a thread of this worker that failed beyond retrying: `run` raises it, and
+        # the agent stops as a whole (no part of it may die alone).
+        self.failure: BaseException | None = None
 
     # ------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        watches = self._watch()
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
         reporter.start()
         sweeping = threading.Event()
         threading.Thread(
             target=self.janitor.run, args=(sweeping, JANITOR_INTERVAL), name="janitor", daemon=True
         ).start()
+        watches: list = []  # type: ignore[type-arg]
+        watching = False
+        next_try, backoff = 0.0, defaults.RETRY_BACKOFF_MIN
         try:
             while not self.stop.is_set():
                 # The lease is gone (revoked, expired) or could be soon: stop every job now,
@@ -175,12 +186,24 @@ class Worker:
                     self._lease_guard_fired()
                     break
                 self._extend_fence()
+                if self.failure is not None:
+                    raise self.failure
                 if self.resync.is_set():
                     # A watch lost its place in etcd's history: list again, watch again.
                     self.resync.clear()
                     for w in watches:
                         w.stop()
-                    watches = self._watch()
+                    watches, watching = [], False
+                if not watching and time.monotonic() >= next_try:
+                    # A failed read here is retried: the node stays registered meanwhile,
+                    # and work given to it must be found once etcd answers again.
+                    try:
+                        watches, watching = self._watch(), True
+                        backoff = defaults.RETRY_BACKOFF_MIN
+                    except PiclusterError as e:
+                        log.warning("cannot watch for assignments (%s); again in %.1fs", e, backoff)
+                        next_try = time.monotonic() + backoff
+                        backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
                 self.stop.wait(0.05)
         finally:
             sweeping.set()
@@ -204,8 +227,9 @@ class Worker:
         assign_dir = self.keys.assign_dir(self.cfg.name)
         existing, rev = self.client.get_prefix(assign_dir)
         cancels, _ = self.client.get_prefix(self.keys.cancel_dir, keys_only=True, revision=rev)
+        cancel_dir = self.keys.cancel_dir
         with self.lock:
-            self.cancels = {Keys.last_segment(kv.key) for kv in cancels}
+            self.cancels = {j for kv in cancels if (j := self.keys.job_id_of(cancel_dir, kv.key))}
         for kv in existing:
             self._on_assignment(kv)  # ignores the ones already running here
         resync = lambda _e: self.resync.set()  # noqa: E731
@@ -226,7 +250,9 @@ class Worker:
 
     def _on_cancel_events(self, events: list[Event], _revision: int) -> None:
         for e in events:
-            job_id = Keys.last_segment(e.kv.key)
+            job_id = self.keys.job_id_of(self.keys.cancel_dir, e.kv.key)
+            if job_id is None:
+                continue  # no picluster client makes such a key
             if e.type == "PUT":
                 with self.lock:
                     self.cancels.add(job_id)
@@ -240,10 +266,14 @@ class Worker:
     def _on_assignment(self, kv: KV) -> None:
         if self.abandoned.is_set():
             return
+        where = self.keys.assignment_of(kv.key)
         try:
-            record = JobRecord.from_json(kv.value)
-        except (ValueError, KeyError, TypeError) as e:
-            log.error("unreadable assignment %s: %s", kv.key, e)
+            if where is None or where[0] != self.cfg.name:
+                raise UnreadableRecord("not an assignment key of this node")
+            record = JobRecord.from_json(kv.value, where[1])
+        except UnreadableRecord as e:
+            # Only the master writes here, under this node's lease; anything else is left.
+            log.warning("ignored %r: %s", kv.key, e)
             return
         try:
             spec, invalid = record.job_spec(), None
@@ -319,18 +349,23 @@ class Worker:
     def _start(self, job: RunningJob) -> None:
         """Start one attempt; `_ended` runs when it is over (here, if it cannot start)."""
         record = job.record
-        process = JobProcess(
-            _spec(job),
-            job_id=record.id,
-            attempt=record.attempt,
-            node=self.cfg.name,
-            data_dir=self.data_dir,
-            tail_bytes=self.cfg.result_tail_bytes,
-            run_as=self.run_as,
-            kill_grace=self.cfg.kill_grace,
-            on_done=lambda _process: self._ended(job),
-            fence=self.session.lease_id,
-        )
+        try:
+            process = JobProcess(
+                _spec(job),
+                job_id=record.id,
+                attempt=record.attempt,
+                node=self.cfg.name,
+                data_dir=self.data_dir,
+                tail_bytes=self.cfg.result_tail_bytes,
+                run_as=self.run_as,
+                kill_grace=self.cfg.kill_grace,
+                on_done=lambda _process: self._ended(job),
+                fence=self.session.lease_id,
+            )
+        except (OSError, ValueError) as e:  # say, an attempt number no master writes
+            self._finish(job, None, error=f"could not start: {e}")
+            self._release(job)
+            return
         job.process = process
         # Checked after `process` is set: the lease guard sets `abandoned` before it stops
         # every job's process, so a job being started right then is stopped by one of us.
@@ -391,27 +426,54 @@ class Worker:
             stderr_tail=outcome.stderr_tail if outcome else "",
             error=error,
         )
-        fence = (self.keys, record, result, job.assign_key, job.assign_revision)
         spec = job.spec
-        if (
-            state is JobState.FAILED
-            and error is None
-            and spec is not None
-            and record.failures + 1 < spec.max_attempts
-        ):
-            delay = retry_delay(spec, record.attempt + 1)
-            assert reason is not None
-            change = transitions.retry(*fence, reason=reason, not_before=now + delay)
-        else:
-            change = transitions.finish(*fence, reason=reason, cancelled=cancelled)
+
+        def report(result: JobResult) -> Report:
+            fence = (self.keys, record, result, job.assign_key, job.assign_revision)
+            if (
+                state is JobState.FAILED
+                and error is None
+                and spec is not None
+                and record.failures + 1 < spec.max_attempts
+            ):
+                delay = retry_delay(spec, record.attempt + 1)
+                assert reason is not None
+                change = transitions.retry(*fence, reason=reason, not_before=now + delay)
+            else:
+                change = transitions.finish(*fence, reason=reason, cancelled=cancelled)
+            return Report(job, change, result)
+
+        done = report(result)
+        if done.size() > MAX_REQUEST_BYTES - 4096:
+            # etcd would refuse it for good: the job would never be recorded as ended.
+            log.warning(
+                "job %s: output tails too large for etcd; the last %d characters of each go "
+                "to etcd (all of it is in the job's files)",
+                record.id,
+                SHORT_TAIL_CHARS,
+            )
+            done = report(
+                replace(
+                    result,
+                    stdout_tail=result.stdout_tail[-SHORT_TAIL_CHARS:],
+                    stderr_tail=result.stderr_tail[-SHORT_TAIL_CHARS:],
+                )
+            )
         with self.lock:
             self.marks.pop(record.id, None)
         self.janitor.note_finished(record.id)
-        self.reports.put(Report(job, change, result))
+        self.reports.put(done)
 
     # ------------------------------------------------------------ reporting
 
     def _report_loop(self) -> None:
+        try:
+            self._report_until_done()
+        except Exception as e:  # a bug: results would pile up unsent; stop the agent instead
+            log.exception("reporter failed")
+            self.failure = e
+
+    def _report_until_done(self) -> None:
         while True:
             batch: list[Report] = []
             try:
@@ -440,6 +502,9 @@ class Worker:
     def _send_and_release(self, batch: list[Report]) -> None:
         try:
             self._send(batch)
+        except Exception as e:  # a bug: these results would be lost; stop the agent instead
+            log.exception("report sender failed")
+            self.failure = e
         finally:
             self._in_flight.release()
 
@@ -475,19 +540,36 @@ class Worker:
             self._commit(chunk)
 
     def _commit(self, chunk: list[Report]) -> None:
-        if self.abandoned.is_set():
-            return
+        """Send reports in one txn until etcd takes them. What etcd cannot take now
+        (unavailable, NOSPACE, too many requests, permission denied) is kept and sent again
+        with backoff (docs/OPERATIONS.md); given up only with the session or the agent."""
         compares = [c for r in chunk for c in r.change.compares]
         ops = [op for r in chunk for op in r.ops()]
-        try:
-            res = self.client.txn(compares, ops)
-        except Unavailable as e:
-            log.warning("report of %d job(s) failed (%s); retrying one by one", len(chunk), e)
-            res = None
-        if res is not None and res.succeeded:
-            self._done(chunk)
+        backoff = defaults.RETRY_BACKOFF_MIN
+        while not self.abandoned.is_set():
+            try:
+                res = self.client.txn(compares, ops)
+            except (Indeterminate, RequestTooLarge):
+                break  # one by one: each learns whether it landed, or fails alone
+            except PiclusterError as e:
+                if self.stop.is_set():
+                    log.error("could not report %d job(s): %s", len(chunk), e)
+                    return
+                log.warning(
+                    "report of %d job(s) not written (%s); kept, again in %.1fs",
+                    len(chunk),
+                    e,
+                    backoff,
+                )
+                self.stop.wait(backoff)
+                backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)
+                continue
+            if res.succeeded:
+                self._done(chunk)
+                return
+            break  # some assignment is no longer ours: one by one
+        else:
             return
-        # Some assignment is no longer ours (or the outcome is unknown): one by one.
         for report in chunk:
             self._commit_one(report)
 
@@ -511,11 +593,19 @@ class Worker:
                 )
                 self._done([report])
                 return
+            except RequestTooLarge as e:  # not by design (see _finish): say so, loudly
+                log.error("report of job %s can never be written: %s", report.record.id, e)
+                return
             except PiclusterError as e:
                 if self.stop.is_set():
                     log.error("could not report job %s: %s", report.record.id, e)
                     return
-                log.warning("report of job %s failed (%s); retrying", report.record.id, e)
+                log.warning(
+                    "report of job %s not written (%s); kept, again in %.1fs",
+                    report.record.id,
+                    e,
+                    backoff,
+                )
                 self.stop.wait(backoff)
                 backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)
 
@@ -600,7 +690,7 @@ def _start_order(job: RunningJob) -> tuple[int, int]:
 
 def _failure_reason(outcome: Outcome | None, error: str | None) -> str:
     if error:
-        return error
+        return error[:MAX_REASON_CHARS]
     if outcome is None:
         return "did not run"
     if outcome.timed_out:

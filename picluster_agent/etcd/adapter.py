@@ -31,7 +31,17 @@ from pyetcd import etcdrpc  # generated etcd v3 API messages and stubs only
 
 from .. import defaults
 from ..endpoints import parse_endpoint
-from ..errors import ConfigError, Indeterminate, PiclusterError, Unavailable
+from ..errors import (
+    Compacted,
+    ConfigError,
+    Indeterminate,
+    NoSpace,
+    PermissionDenied,
+    PiclusterError,
+    RequestTooLarge,
+    TooManyRequests,
+    Unavailable,
+)
 from .keys import prefix_end
 from .limits import READS_PER_TXN
 
@@ -217,6 +227,28 @@ def _never_sent(e: grpc.RpcError) -> bool:
     return e.code() == grpc.StatusCode.UNAVAILABLE and any(m in details for m in _NOT_SENT_MARKS)
 
 
+def refusal(e: grpc.RpcError) -> PiclusterError:
+    """The named error for a request etcd refused (anything but connection trouble).
+
+    Each class has one outcome for every caller: NoSpace and TooManyRequests are
+    `Unavailable` (nothing written; retry with backoff), RequestTooLarge means split or
+    shrink, PermissionDenied is a configuration fault, Compacted means read again.
+    """
+    code, details = e.code(), e.details() or ""
+    said = f"etcd refused the request: {details}"
+    if "database space exceeded" in details:
+        return NoSpace(details)
+    if "too many requests" in details:
+        return TooManyRequests(said)
+    if "request is too large" in details or "larger than max" in details:
+        return RequestTooLarge(said)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(said)
+    if code == grpc.StatusCode.OUT_OF_RANGE or "has been compacted" in details:
+        return Compacted(said)
+    return PiclusterError(said)
+
+
 def _tls_failure(e: grpc.RpcError) -> str | None:
     """A readable reason when TLS itself refused the connection (a certificate, a protocol
     mismatch): no other endpoint will do better. None for anything else, including a
@@ -342,7 +374,7 @@ class EtcdClient:
         if reason is not None:
             raise ConfigError(f"TLS failure talking to {self.endpoints[index]}: {reason}") from e
         if e.code() not in _RETRYABLE:
-            raise PiclusterError(f"etcd refused the request: {e.details()}") from e
+            raise refusal(e) from e
 
     def _rotate_from(self, index: int) -> None:
         with self._lock:
@@ -476,6 +508,20 @@ class EtcdClient:
             "db_size": res.dbSize,
             "raft_index": res.raftIndex,
         }
+
+    def alarms(self) -> list[str]:
+        """etcd's raised alarms ("NOSPACE", "CORRUPT"), one per kind, for people to see."""
+        request = etcdrpc.AlarmRequest(action=etcdrpc.AlarmRequest.GET)
+        res = self._call("maintenance", "Alarm", request, idempotent=True)
+        names = {etcdrpc.AlarmType.Name(a.alarm) for a in res.alarms}
+        return sorted(names - {"NONE"})
+
+    def raised_alarms(self) -> list[str]:
+        """`alarms()` for showing to people: [] when etcd cannot or will not say."""
+        try:
+            return self.alarms()
+        except PiclusterError:
+            return []
 
     def members(self) -> list[dict[str, Any]]:
         res = self._call("cluster", "MemberList", etcdrpc.MemberListRequest(), idempotent=True)

@@ -141,3 +141,31 @@ class Keys:
     @staticmethod
     def last_segment(key: str) -> str:
         return key.rsplit("/", 1)[-1]
+
+    # Reading keys back. Anyone with write access can put any key under the prefix; these
+    # return None for a key that no picluster writer makes (nested, empty, or a name that
+    # breaks its rule), so that the reader can ignore it instead of acting on a part of it.
+
+    @staticmethod
+    def _name_under(directory: str, key: str, rule: re.Pattern[str]) -> str | None:
+        if not key.startswith(directory):
+            return None
+        name = key[len(directory) :]
+        return name if rule.fullmatch(name) else None
+
+    def job_id_of(self, directory: str, key: str) -> str | None:
+        """The job id of `<directory><id>` (queue/, jobs/, results/, cancel/), if valid."""
+        return self._name_under(directory, key, _JOB_ID)
+
+    def node_of(self, directory: str, key: str) -> str | None:
+        """The node name of `<directory><node>` (nodes/, drain/), if valid."""
+        return self._name_under(directory, key, _NODE_NAME)
+
+    def assignment_of(self, key: str) -> tuple[str, str] | None:
+        """(node, job id) of `assign/<node>/<id>`, if both are valid."""
+        node, sep, job_id = key[len(self.assign_root) :].partition("/")
+        if not key.startswith(self.assign_root) or not sep:
+            return None
+        if _NODE_NAME.fullmatch(node) and _JOB_ID.fullmatch(job_id):
+            return node, job_id
+        return None

@@ -11,7 +11,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 MAX_TXN_OPS = 128  # compares, and operations, each
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes, which roles/etcd keeps
 MAX_TXN_BYTES = 1024 * 1024  # what we send in one txn: a margin under the 1.5 MiB limit
+# A job's record is its spec plus at most this much: state, times, a bounded reason and a
+# history of at most 20 entries.
+RECORD_OVERHEAD_BYTES = 16 * 1024
+# The assignment txn writes the job's record twice (jobs/<id> and assign/<node>/<id>), so a
+# spec must leave room for two records in one request; a larger one could be accepted but
+# never assigned. Checked at submission by the CLI and the API, and by the master for a
+# spec put with etcdctl (rejected, with this limit in the reason). docs/OPERATIONS.md
+MAX_SPEC_BYTES = 512 * 1024
+assert 2 * (MAX_SPEC_BYTES + RECORD_OVERHEAD_BYTES) < MAX_REQUEST_BYTES
 # Batches of a fixed shape fill this many of the 128 (a margin for the odd extra compare):
 # reads (one operation each), retention (two deletes per job), assignments (three
 # operations and two compares per job, plus one compare per node).

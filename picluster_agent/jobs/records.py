@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import InvalidName
+from ..etcd.keys import validate_job_id, validate_node_name
 from .spec import JobSpec, parse_spec
 from .stored import field_defaults, without_defaults
 
@@ -56,6 +59,62 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 MAX_NODE_LOSSES = 5
 
 
+class UnreadableRecord(ValueError):
+    """A stored value that picluster did not write: not JSON, or fields of the wrong kind."""
+
+
+def _load_object(raw: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise UnreadableRecord(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UnreadableRecord("not a JSON object")
+    return data
+
+
+def _check_record(r: JobRecord, job_id: str | None) -> None:
+    """Every field of a record read from etcd has the kind the code behind it relies on."""
+    try:
+        validate_job_id(r.id)
+        if r.node is not None:
+            validate_node_name(r.node)
+    except InvalidName as e:
+        raise UnreadableRecord(str(e)) from None
+    if job_id is not None and r.id != job_id:
+        raise UnreadableRecord(f"its id {r.id!r} is not the {job_id!r} of its key")
+    if not isinstance(r.spec, dict):
+        raise UnreadableRecord("spec is not an object")
+    for name in ("seq", "attempt", "failures", "losses", "epoch"):
+        value = getattr(r, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UnreadableRecord(f"{name} is not a whole number >= 0")
+    for name in _TIME_FIELDS:
+        value = getattr(r, name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise UnreadableRecord(f"{name} is not a time")
+    if r.exit_code is not None and (
+        isinstance(r.exit_code, bool) or not isinstance(r.exit_code, int)
+    ):
+        raise UnreadableRecord("exit_code is not an integer")
+    if r.reason is not None and not isinstance(r.reason, str):
+        raise UnreadableRecord("reason is not text")
+
+
+_TIME_FIELDS = (
+    "submitted_at",
+    "queued_at",
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "not_before",
+)
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """The state of one job; the value of `<prefix>/jobs/<id>` (JSON)."""
@@ -90,12 +149,28 @@ class JobRecord:
         return _encode(data)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> JobRecord:
-        data = json.loads(raw)
-        data["state"] = JobState(data["state"])
-        data["history"] = tuple(data.get("history") or ())
+    def from_json(cls, raw: bytes | str, job_id: str | None = None) -> JobRecord:
+        """Read a stored record; `job_id`, when given, is the id its key names.
+
+        Raises UnreadableRecord for anything picluster would not have written: a record is
+        read from keys anyone with write access can put, and must not crash its reader.
+        """
+        data = _load_object(raw)
+        try:
+            data["state"] = JobState(data.get("state"))
+        except ValueError:
+            raise UnreadableRecord(f"state {data.get('state')!r} is not a job state") from None
+        history = data.get("history") or ()
+        if not isinstance(history, list | tuple) or not all(isinstance(h, dict) for h in history):
+            raise UnreadableRecord("history is not a list of objects")
+        data["history"] = tuple(history)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:
+            record = cls(**known)
+        except TypeError as e:  # a required field missing
+            raise UnreadableRecord(str(e)) from None
+        _check_record(record, job_id)
+        return record
 
     def job_spec(self) -> JobSpec:
         return parse_spec(self.spec, self.id)
@@ -147,10 +222,13 @@ class JobResult:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> JobResult:
-        data = json.loads(raw)
-        data["state"] = JobState(data["state"])
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        data = _load_object(raw)
+        try:
+            data["state"] = JobState(data.get("state"))
+            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+            return cls(**known)
+        except (ValueError, TypeError) as e:
+            raise UnreadableRecord(f"not a job result: {e}") from None
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(JobRecord))

@@ -19,10 +19,12 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from ..errors import ConfigError, InvalidName
+from ..etcd import limits
 from ..etcd.keys import validate_job_id, validate_node_name
 from .stored import field_defaults, without_defaults
 
-MAX_SPEC_BYTES = 1024 * 1024  # of JSON, UTF-8 encoded
+# Of JSON, UTF-8 encoded: what fits twice into one etcd request (see etcd/limits.py).
+MAX_SPEC_BYTES = limits.MAX_SPEC_BYTES
 MAX_ATTEMPTS_LIMIT = 100
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
@@ -512,7 +514,8 @@ def _no_constant(name: str) -> Any:
 
 def _oversize(size: int) -> str:
     return (
-        f"spec is {size} bytes of JSON; the limit is {MAX_SPEC_BYTES} bytes (1 MiB): "
+        f"spec is {size} bytes of JSON; the limit is {MAX_SPEC_BYTES} bytes "
+        f"({MAX_SPEC_BYTES // 1024} KiB: a job's record is written twice in one etcd request): "
         "keep large inputs in files and pass their paths"
     )
 

@@ -234,7 +234,7 @@ def test_matching_id_is_accepted_and_dropped() -> None:
 def test_oversize_spec(as_type: type) -> None:
     text = spec_json(env={"BIG": "x" * MAX_SPEC_BYTES})
     raw: Any = {bytes: text.encode(), str: text, dict: json.loads(text)}[as_type]
-    with pytest.raises(SpecError, match=r"the limit is 1048576 bytes \(1 MiB\)"):
+    with pytest.raises(SpecError, match=r"the limit is 524288 bytes \(512 KiB"):
         parse_spec(raw, JOB)
 
 
