@@ -242,7 +242,9 @@ def refusal(e: grpc.RpcError) -> PiclusterError:
         return TooManyRequests(said)
     if "request is too large" in details or "larger than max" in details:
         return RequestTooLarge(said)
-    if code == grpc.StatusCode.PERMISSION_DENIED:
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or any(
+        mark in details for mark in ("user name is empty", "invalid auth token")
+    ):  # the last two: etcd's auth is on and this client has no user (no client cert)
         return PermissionDenied(said)
     if code == grpc.StatusCode.OUT_OF_RANGE or "has been compacted" in details:
         return Compacted(said)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from picluster_agent.client import Client
-from picluster_agent.errors import Compacted, NoSpace, RequestTooLarge
+from picluster_agent.errors import Compacted, NoSpace, PermissionDenied, RequestTooLarge
 from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
 from picluster_agent.jobs.records import JobState
 
@@ -129,3 +129,15 @@ def test_every_refusal_is_named(etcd1: EtcdCluster, tmp_path: Path) -> None:
     client.compact(client.put("/k", "3"))
     with pytest.raises(Compacted):
         client.get_prefix("/k", revision=first)
+
+
+def test_a_client_without_rights_is_refused_with_one_line(etcd1: EtcdCluster, cli) -> None:
+    """etcd's access control on, and no user for this client: a configuration fault (exit 2),
+    not an outage to wait out."""
+    etcdctl(etcd1, "user", "add", "root:pw")
+    etcdctl(etcd1, "auth", "enable")
+    with pytest.raises(PermissionDenied):
+        etcd1.client().put("/x", "1")
+    out = cli("submit", "--endpoints", etcd1.endpoints_csv, "--", "true")
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.splitlines()) == 1 and "user name is empty" in out.stderr

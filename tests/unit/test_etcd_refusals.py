@@ -43,6 +43,8 @@ class Failure(grpc.RpcError):
             False,
         ),
         (Code.PERMISSION_DENIED, "etcdserver: permission denied", PermissionDenied, False),
+        (Code.INVALID_ARGUMENT, "etcdserver: user name is empty", PermissionDenied, False),
+        (Code.UNAUTHENTICATED, "etcdserver: invalid auth token", PermissionDenied, False),
         (
             Code.OUT_OF_RANGE,
             "etcdserver: mvcc: required revision has been compacted",
