@@ -20,7 +20,8 @@ from typing import Any
 
 from . import defaults
 from .config import Connection, build_connection, default_config_path, load_file
-from .coord.registry import list_nodes
+from .coord.election import Leader, current_leader
+from .coord.registry import NodeView, list_nodes
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
 from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
 from .etcd.keys import Keys, validate_job_id, validate_node_name
@@ -91,6 +92,12 @@ class JobStatus:
                 "error": self.result.error,
             }
         return out
+
+
+@dataclass(frozen=True)
+class Master:
+    leader: Leader
+    since: float | None  # when it became master, from its own leader record
 
 
 class Client:
@@ -399,6 +406,25 @@ class Client:
         change = transitions.request_cancel(self.keys, job_id, time.time())
         self.etcd.txn(change.compares, change.ops)
         return status
+
+    # ------------------------------------------------------------ the cluster
+
+    def nodes(self) -> list[NodeView]:
+        """Registered nodes, with their role (master or worker) and drain flag."""
+        return list_nodes(self.etcd, self.keys)
+
+    def master(self) -> Master | None:
+        """The elected master, if any, and since when it has been master."""
+        leader = current_leader(self.etcd, self.keys)
+        if leader is None:
+            return None
+        since = None
+        record = self.etcd.get(self.keys.leader)
+        if record is not None:
+            info = record.json()
+            if info.get("lease") == f"{leader.lease:x}":  # its own record, not a predecessor's
+                since = info.get("since")
+        return Master(leader, since)
 
     def drain(self, node: str, *, force: bool = False) -> None:
         validate_node_name(node)

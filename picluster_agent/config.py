@@ -22,6 +22,7 @@ from . import defaults, timing
 from .endpoints import parse_endpoints
 from .errors import ConfigError
 from .etcd.keys import validate_node_name, validate_prefix
+from .jobs.spec import label_problem
 
 ENV = {
     "endpoints": "PICLUSTER_ENDPOINTS",
@@ -47,18 +48,18 @@ class AgentConfig:
     name: str
     lease_ttl: int = defaults.LEASE_TTL
     etcd_election_timeout: float = defaults.ETCD_ELECTION_TIMEOUT
-    slots: int = 1
+    slots: int = defaults.SLOTS
     labels: Mapping[str, str] = field(default_factory=dict)
     data_dir: str = defaults.DATA_DIR
-    master: bool = True
+    master: bool = defaults.MASTER
     address: str = ""
-    job_user: str | None = None
-    log_level: str = "INFO"
-    result_tail_bytes: int = 64 * 1024
-    kill_grace: float = 10.0
-    keep_finished: int = 10_000
-    keep_finished_seconds: float = 7 * 24 * 3600
-    prefetch: int = 0
+    job_user: str | None = None  # None: jobs run as the agent's own user
+    log_level: str = defaults.LOG_LEVEL
+    result_tail_bytes: int = defaults.RESULT_TAIL_BYTES
+    kill_grace: float = defaults.KILL_GRACE
+    keep_finished: int = defaults.KEEP_FINISHED
+    keep_finished_seconds: float = defaults.KEEP_FINISHED_SECONDS
+    prefetch: int = defaults.PREFETCH
 
 
 def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
@@ -169,9 +170,9 @@ def parse_labels(items: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
         raise ConfigError(f"labels must be a mapping of key: value, got {items!r}")
     labels: dict[str, str] = {}
     for k, v in pairs:
-        validate_node_name(k) if k else None
-        if not k or not v or len(v) > 63 or "/" in v or not v.isprintable():
-            raise ConfigError(f"label {k}={v!r}: key and value must be 1-63 printable chars")
+        problem = label_problem(k, v)
+        if problem is not None:
+            raise ConfigError(f"label {k}={v!r}: {problem}")
         labels[k] = v
     return labels
 
@@ -243,7 +244,7 @@ def _job_user(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _USER_NAME.fullmatch(value):
-        raise ConfigError(f"must be a user name (like {defaults.JOB_USER}), got {value!r}")
+        raise ConfigError(f"must be a user name (like picluster-jobs), got {value!r}")
     return value
 
 
@@ -347,18 +348,18 @@ def build_agent_config(
         name=get("name", socket.gethostname().split(".")[0]),
         lease_ttl=ttl,
         etcd_election_timeout=election,
-        slots=get("slots", os.cpu_count() or 1),
+        slots=get("slots", os.cpu_count() or defaults.SLOTS),
         labels=labels,
         data_dir=get("data_dir", defaults.DATA_DIR),
-        master=get("master", True),
+        master=get("master", defaults.MASTER),
         address=get("address", None) or socket.getfqdn(),
         job_user=job_user,
-        log_level=get("log_level", "INFO"),
-        result_tail_bytes=get("result_tail_bytes", 64 * 1024),
-        kill_grace=get("kill_grace", 10.0),
-        keep_finished=get("keep_finished", 10_000),
-        keep_finished_seconds=get("keep_finished_seconds", 7 * 24 * 3600),
-        prefetch=get("prefetch", 0),
+        log_level=get("log_level", defaults.LOG_LEVEL),
+        result_tail_bytes=get("result_tail_bytes", defaults.RESULT_TAIL_BYTES),
+        kill_grace=get("kill_grace", defaults.KILL_GRACE),
+        keep_finished=get("keep_finished", defaults.KEEP_FINISHED),
+        keep_finished_seconds=get("keep_finished_seconds", defaults.KEEP_FINISHED_SECONDS),
+        prefetch=get("prefetch", defaults.PREFETCH),
     )
 
 

@@ -27,4 +27,13 @@ WATCH_IDLE_TIMEOUT = 15.0
 RETRY_BACKOFF_MIN = 0.1
 RETRY_BACKOFF_MAX = 5.0
 
-JOB_USER = "picluster-jobs"
+# An agent's settings (agent.yaml, flags; roles/picluster_agent/defaults/main.yml documents
+# them for the playbooks). Slots default to the machine's CPU count, else to SLOTS.
+SLOTS = 1
+MASTER = True
+LOG_LEVEL = "INFO"
+RESULT_TAIL_BYTES = 64 * 1024  # of each of stdout and stderr, kept in a job's result
+KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a job is stopped
+KEEP_FINISHED = 10_000  # finished jobs kept in etcd (and their directories on the nodes)
+KEEP_FINISHED_SECONDS = 7 * 24 * 3600  # ... and for at most this long
+PREFETCH = 0  # assignments a node may hold beyond its slots

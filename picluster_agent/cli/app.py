@@ -21,12 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__, defaults
+from ..client import Client
 from ..config import LOG_LEVELS, Connection, build_agent_config, ensure_data_dir, from_flags
-from ..coord.election import current_leader
-from ..coord.registry import list_nodes
 from ..errors import ConfigError, NoSpace, NotFound, PiclusterError, TooManyRequests, Unavailable
-from ..etcd.adapter import EtcdClient, TLSFiles
-from ..etcd.keys import Keys
 from . import argtypes
 from .argtypes import Parser
 from .output import emit, error, warn_alarms
@@ -82,10 +79,9 @@ def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Connection]:
     return from_flags(args)
 
 
-def connect(args: argparse.Namespace) -> tuple[EtcdClient, Keys]:
+def connect(args: argparse.Namespace) -> Client:
     _, conn = _load(args)
-    client = EtcdClient(conn.endpoints, TLSFiles(conn.cacert, conn.cert, conn.key))
-    return client, Keys(conn.prefix)
+    return Client.from_connection(conn)
 
 
 # ---------------------------------------------------------------- subcommands
@@ -137,9 +133,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    client, keys = connect(args)
-    views = list_nodes(client, keys)
-    warn_alarms(client.raised_alarms())
+    client = connect(args)
+    views = client.nodes()
+    warn_alarms(client.etcd.raised_alarms())
     data = [
         {
             "name": v.info.name,
@@ -170,19 +166,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_master(args: argparse.Namespace) -> int:
-    client, keys = connect(args)
-    leader = current_leader(client, keys)
-    if leader is None:
+    master = connect(args).master()
+    if master is None:
         if args.output == "json":
             emit("json", None)
         error("no master elected")
         return 4
-    record = client.get(keys.leader)
-    since = None
-    if record is not None:
-        info = record.json()
-        if info.get("lease") == f"{leader.lease:x}":
-            since = info.get("since")
+    leader, since = master.leader, master.since
     data = {
         "name": leader.name,
         "key": leader.key,

@@ -114,10 +114,6 @@ def register(session: Session, keys: Keys, info: NodeInfo) -> None:
     )
 
 
-def update(session: Session, keys: Keys, info: NodeInfo) -> None:
-    session.client.put(keys.node(info.name), info.to_json(), lease=session.lease_id)
-
-
 @dataclass(frozen=True)
 class NodeView:
     """What `picluster nodes` shows: a registration plus its role and drain flag."""

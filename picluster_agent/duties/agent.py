@@ -63,7 +63,6 @@ class Agent:
         self.stop_event = threading.Event()
         self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
         self.worker_duty = worker_duty
-        self._session: Session | None = None
         self._broken = threading.Event()  # set when a part of this agent failed for good
 
     def stop(self) -> None:
@@ -91,7 +90,6 @@ class Agent:
                 # Our old lease may still live at the server (we declared it lost by the
                 # clock): revoke it so our old keys vanish and the name is free again.
                 self._best_effort_revoke(previous_lease)
-            self._session = session
             try:
                 self._serve(session)
             except (SessionLost, NotLeader) as e:

@@ -110,12 +110,6 @@ def cmp_absent(key: str) -> Compare:
     return Compare(key=_bytes(key), target=Compare.CREATE, result=Compare.EQUAL, create_revision=0)
 
 
-def cmp_exists(key: str) -> Compare:
-    return Compare(
-        key=_bytes(key), target=Compare.CREATE, result=Compare.GREATER, create_revision=0
-    )
-
-
 def cmp_created_at(key: str, revision: int) -> Compare:
     """The key exists and is the very incarnation created at `revision` (a fencing token)."""
     return Compare(
@@ -126,10 +120,6 @@ def cmp_created_at(key: str, revision: int) -> Compare:
 def cmp_modified_at(key: str, revision: int) -> Compare:
     """Nobody wrote the key since we read it at `revision`."""
     return Compare(key=_bytes(key), target=Compare.MOD, result=Compare.EQUAL, mod_revision=revision)
-
-
-def cmp_value(key: str, value: str | bytes) -> Compare:
-    return Compare(key=_bytes(key), target=Compare.VALUE, result=Compare.EQUAL, value=_bytes(value))
 
 
 def landed(kv: KV | None, value: str | bytes) -> bool:
@@ -147,22 +137,8 @@ def op_delete(key: str) -> Op:
     return Op(request_delete_range=etcdrpc.DeleteRangeRequest(key=_bytes(key)))
 
 
-def op_delete_prefix(prefix: str) -> Op:
-    return Op(
-        request_delete_range=etcdrpc.DeleteRangeRequest(
-            key=_bytes(prefix), range_end=_bytes(prefix_end(prefix))
-        )
-    )
-
-
 def op_get(key: str) -> Op:
     return Op(request_range=etcdrpc.RangeRequest(key=_bytes(key)))
-
-
-def op_get_prefix(prefix: str) -> Op:
-    return Op(
-        request_range=etcdrpc.RangeRequest(key=_bytes(prefix), range_end=_bytes(prefix_end(prefix)))
-    )
 
 
 # ---------------------------------------------------------------- the client
@@ -438,12 +414,6 @@ class EtcdClient:
 
     def delete(self, key: str) -> int:
         request = etcdrpc.DeleteRangeRequest(key=_bytes(key))
-        return int(self._call("kv", "DeleteRange", request, idempotent=False).deleted)
-
-    def delete_prefix(self, prefix: str) -> int:
-        request = etcdrpc.DeleteRangeRequest(
-            key=_bytes(prefix), range_end=_bytes(prefix_end(prefix))
-        )
         return int(self._call("kv", "DeleteRange", request, idempotent=False).deleted)
 
     def txn(
@@ -751,17 +721,3 @@ class Watch:
             # A progress notification: every event up to header_rev was delivered.
             self._on_events([], header_rev)
             self.next_revision = header_rev + 1
-
-
-def wait_until_reachable(client: EtcdClient, deadline: float) -> None:
-    """Block until etcd answers a status request or `deadline` (monotonic) passes."""
-    backoff = defaults.RETRY_BACKOFF_MIN
-    while True:
-        try:
-            client.status()
-            return
-        except Unavailable:
-            if time.monotonic() + backoff > deadline:
-                raise
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)

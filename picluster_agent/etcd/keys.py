@@ -21,7 +21,11 @@ from dataclasses import dataclass
 
 from ..errors import InvalidName
 
-_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+# A node's name is its host name: an RFC 1123 label in lower case. The playbooks check
+# inventory names by this very pattern (playbooks/validate.yml, roles/flash/tasks/
+# validate.yml); tests/unit/test_keys.py fails when they differ.
+NODE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_NODE_NAME = re.compile(NODE_NAME_PATTERN)
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+")
 
@@ -31,7 +35,7 @@ def validate_node_name(name: str) -> str:
         raise InvalidName(
             "node name",
             str(name),
-            "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            "use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit",
         )
     return name
 

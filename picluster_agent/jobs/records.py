@@ -186,20 +186,6 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
-class Assignment:
-    """The value of `<prefix>/assign/<node>/<id>`: everything the worker needs, no read."""
-
-    record: JobRecord
-
-    def to_json(self) -> str:
-        return self.record.to_json()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Assignment:
-        return cls(JobRecord.from_json(raw))
-
-
-@dataclass(frozen=True)
 class JobResult:
     """The value of `<prefix>/results/<id>`: the last finished attempt."""
 

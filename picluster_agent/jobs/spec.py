@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidName
 from ..etcd import limits
-from ..etcd.keys import validate_job_id, validate_node_name
+from ..etcd.keys import validate_job_id
 from .stored import field_defaults, without_defaults
 
 # Of JSON, UTF-8 encoded: what fits twice into one etcd request (see etcd/limits.py).
@@ -225,32 +225,40 @@ def matches(constraints: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in constraints.items())
 
 
-def validate_labels(labels: Any, *, what: str = "labels") -> dict[str, str]:
-    """Check a label map (node labels, or a spec's constraints); return a plain dict copy.
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
-    Keys follow the node-name rule (1-63 letters, digits, '.', '_', '-', starting with a
-    letter or digit); values are 1-63 printable characters without '/'.
+
+def label_problem(key: Any, value: Any) -> str | None:
+    """The label rule, for a node's labels and a spec's constraints alike: what is wrong
+    with this one label, or None.
+
+    Keys are 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit; values
+    are 1-63 printable characters without '/'.
     """
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+        return (
+            f"label key {_describe(key)} is invalid: use 1-63 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    if not isinstance(value, str):
+        return f"{key!r} must be a string, got {_describe(value)}"
+    if not 1 <= len(value) <= MAX_LABEL_VALUE_CHARS or "/" in value or not value.isprintable():
+        return (
+            f"value of {key!r} is {_describe(value)}: use 1-{MAX_LABEL_VALUE_CHARS} "
+            "printable characters, no '/'"
+        )
+    return None
+
+
+def validate_labels(labels: Any, *, what: str = "labels") -> dict[str, str]:
+    """Check a label map (a spec's constraints) by `label_problem`; return a plain dict copy."""
     if not isinstance(labels, Mapping):
         raise SpecError(f"must be an object of label: value, got {_describe(labels)}", field=what)
     out: dict[str, str] = {}
     for key, value in labels.items():
-        try:
-            validate_node_name(key)
-        except InvalidName as e:
-            raise SpecError(
-                f"label key {_describe(key)} is invalid: use 1-63 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit",
-                field=what,
-            ) from e
-        if not isinstance(value, str):
-            raise SpecError(f"{key!r} must be a string, got {_describe(value)}", field=what)
-        if not 1 <= len(value) <= MAX_LABEL_VALUE_CHARS or "/" in value or not value.isprintable():
-            raise SpecError(
-                f"value of {key!r} is {_describe(value)}: use 1-{MAX_LABEL_VALUE_CHARS} "
-                "printable characters, no '/'",
-                field=what,
-            )
+        problem = label_problem(key, value)
+        if problem is not None:
+            raise SpecError(problem, field=what)
         out[key] = value
     return out
 

@@ -45,12 +45,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
+from .. import defaults
 from ..etcd.keys import validate_job_id
 from ..jobs.spec import JobSpec
 from . import jobshim
 
-DEFAULT_TAIL_BYTES = 65536
-DEFAULT_KILL_GRACE = 10.0
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_LANG = "C.UTF-8"
 
@@ -100,9 +99,9 @@ class JobProcess:
         attempt: int,
         node: str,
         data_dir: str | os.PathLike[str],
-        tail_bytes: int = DEFAULT_TAIL_BYTES,
+        tail_bytes: int = defaults.RESULT_TAIL_BYTES,
         run_as: str | None = None,
-        kill_grace: float = DEFAULT_KILL_GRACE,
+        kill_grace: float = defaults.KILL_GRACE,
         extra_env: Mapping[str, str] = _NO_ENV,
         on_done: Callable[[JobProcess], None] | None = None,
         fence: int | None = None,

@@ -41,7 +41,7 @@ ALLOWED = {
     "etcd": {"base"},
     "coord": {"base", "etcd"},
     "jobs": {"base", "etcd"},
-    "settings": {"base", "etcd"},
+    "settings": {"base", "etcd", "jobs"},
     "jobshim": set(),  # run by path with `python -I -S`: the standard library only
     "node": {"base", "etcd", "jobs", "jobshim"},
     "duties": {"base", "etcd", "coord", "jobs", "settings", "node"},

@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from picluster_agent.errors import InvalidName
-from picluster_agent.etcd.keys import Keys, prefix_end, validate_job_id, validate_node_name
+from picluster_agent.etcd.keys import (
+    NODE_NAME_PATTERN,
+    Keys,
+    prefix_end,
+    validate_job_id,
+    validate_node_name,
+)
 
 K = Keys("/picluster")
 
 
-@pytest.mark.parametrize("name", ["pi1", "Pi-4.lab", "node_07", "a", "x" * 63])
+VALID_NODE_NAMES = ["pi1", "pi-4", "a", "7", "x" * 63, "rack2-pi05"]
+INVALID_NODE_NAMES = [
+    "", "a/b", "..", ".hidden", "-x", "x-", "x" * 64, "a b", "pi\n1", "pi1\n", "ü", "a\x00",
+    "Pi-4", "pi.lab", "node_07",  # the playbooks' rule: a host name, lower case
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", VALID_NODE_NAMES)
 def test_valid_node_names(name):
     assert validate_node_name(name) == name
 
 
-@pytest.mark.parametrize(
-    "name", ["", "a/b", "..", ".hidden", "-x", "x" * 64, "a b", "pi\n1", "ü", "a\x00"]
-)
+@pytest.mark.parametrize("name", INVALID_NODE_NAMES)
 def test_invalid_node_names(name):
     with pytest.raises(InvalidName):
         validate_node_name(name)
+
+
+REPO = Path(__file__).resolve().parents[2]
+# Where the playbooks check a node's name (an inventory host name).
+PLAYBOOK_CHECKS = {
+    "playbooks/validate.yml": "inventory_hostname is match(",
+    "roles/flash/tasks/validate.yml": "flash_hostname is match(",
+}
+
+
+@pytest.mark.parametrize("path", sorted(PLAYBOOK_CHECKS))
+def test_the_playbooks_check_node_names_by_the_agents_rule(path):
+    text = (REPO / path).read_text()
+    yaml.safe_load(text)  # still a valid file
+    found = re.findall(re.escape(PLAYBOOK_CHECKS[path]) + r"'([^']*)'\)", text)
+    assert found, f"no node-name check in {path}"
+    for pattern in found:
+        assert pattern == NODE_NAME_PATTERN
+        # Ansible's `match` test is re.match: the same names pass and fail there.
+        assert all(re.match(pattern, n) for n in VALID_NODE_NAMES)
+        assert not any(re.match(pattern, n) for n in INVALID_NODE_NAMES if "\n" not in n)
 
 
 @pytest.mark.parametrize("job_id", ["01JABCDEF", "build-42", "a.b_c-d", "x" * 128])
