@@ -21,11 +21,7 @@ from ..coord.election import Election
 from ..coord.session import SessionState
 from ..errors import NotLeader, PiclusterError, RequestTooLarge, SessionLost
 from ..etcd import limits
-from ..etcd.adapter import (
-    KV,
-    EtcdClient,
-    Event,
-)
+from ..etcd.adapter import KV, EtcdClient, Event
 from ..etcd.keys import Keys
 from ..etcd.limits import ASSIGNS_PER_TXN, EXPIRES_PER_TXN
 from ..jobs import transitions

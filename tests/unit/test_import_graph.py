@@ -132,3 +132,13 @@ def test_the_rule_catches_an_upward_import() -> None:
         t for _, t in imports_in(source, "etcd.adapter", is_package=False) if room_of(t) not in may
     ]
     assert wrong == ["duties.scheduler"]
+
+
+def test_architecture_doc_names_every_module() -> None:
+    doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    unnamed = [
+        str(p.relative_to(PACKAGE))
+        for p in SOURCES
+        if p.name != "__init__.py" and f"`{p.name}`" not in doc
+    ]
+    assert not unnamed, f"docs/ARCHITECTURE.md does not name {unnamed}"
