@@ -24,7 +24,7 @@ from ..errors import InvalidName
 # A node's name is its host name: an RFC 1123 label in lower case. The playbooks check
 # inventory names by this very pattern (playbooks/validate.yml, roles/flash/tasks/
 # validate.yml); tests/unit/test_keys.py fails when they differ.
-NODE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+NODE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"  # \Z: no newline after it
 _NODE_NAME = re.compile(NODE_NAME_PATTERN)
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+")
