@@ -89,6 +89,30 @@ def test_master_killed_while_submissions_stream_in_loses_nothing(agents3, tmp_pa
     assert new_master.name != master.name
 
 
+def _assert_dead_before_the_lease_expires(pid: int, lease: int, observer: EtcdClient) -> float:
+    """Watch job `pid` and `lease` until the lease is gone; the job must have died while the
+    lease was certainly still alive. Returns when the job was seen dead (monotonic)."""
+    # `last_alive_sent`: a moment at which the lease was certainly still alive (the server
+    # answered "alive" to a question sent then or later). The job must be dead before it.
+    killed_at = None
+    last_alive_sent = 0.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if killed_at is None and not _pid_alive(pid):
+            killed_at = time.monotonic()
+        sent = time.monotonic()
+        if observer.time_to_live(lease) < 0:
+            break
+        last_alive_sent = sent
+        time.sleep(0.005)
+    assert killed_at is not None, "the job was not stopped"
+    assert killed_at < last_alive_sent, (
+        f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
+    )
+    print(f"job dead {last_alive_sent - killed_at:.3f}s before the lease could expire")
+    return killed_at
+
+
 def _a_follower(cluster) -> int:
     """Index of a member that is not the raft leader: pausing it keeps etcd fully available."""
     for i, member in enumerate(cluster.members):
@@ -125,24 +149,7 @@ def test_cut_off_worker_kills_its_jobs_before_its_lease_can_expire(agents3, tmp_
 
     cluster.members[cut].pause()
     try:
-        # `last_alive_sent`: a moment at which the lease was certainly still alive (the server
-        # answered "alive" to a question sent then or later). The job must be dead before it.
-        killed_at = None
-        last_alive_sent = 0.0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if killed_at is None and not _pid_alive(pid):
-                killed_at = time.monotonic()
-            sent = time.monotonic()
-            if observer.time_to_live(lease) < 0:
-                break
-            last_alive_sent = sent
-            time.sleep(0.005)
-        assert killed_at is not None, "the job was not stopped"
-        assert killed_at < last_alive_sent, (
-            f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
-        )
-        print(f"job dead {last_alive_sent - killed_at:.3f}s before the lease could expire")
+        _assert_dead_before_the_lease_expires(pid, lease, observer)
     finally:
         cluster.members[cut].resume()
     worker_log = agents3.by_name("pi1").log_text()
@@ -195,21 +202,7 @@ def test_a_frozen_worker_s_jobs_die_before_its_lease_can_expire(agents, tmp_path
     frozen = agents.by_name("pi1")
     frozen.pause()
     try:
-        killed_at = None
-        last_alive_sent = 0.0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if killed_at is None and not _pid_alive(pid):
-                killed_at = time.monotonic()
-            sent = time.monotonic()
-            if agents.client.time_to_live(lease) < 0:
-                break
-            last_alive_sent = sent
-            time.sleep(0.005)
-        assert killed_at is not None, "the frozen worker's job was not stopped"
-        assert killed_at < last_alive_sent, (
-            f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
-        )
+        killed_at = _assert_dead_before_the_lease_expires(pid, lease, agents.client)
         # The job runs again on pi2, and only after attempt 1 was dead.
         status = client.wait([job.id], timeout=30)[job.id]
         assert status.state is JobState.SUCCEEDED and status.record.node == "pi2"
