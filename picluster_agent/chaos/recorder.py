@@ -7,14 +7,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ..client import Client, JobStatus
-from ..errors import PiclusterError, Unavailable
+from ..errors import Indeterminate, PiclusterError, Unavailable
 from ..etcd.adapter import EtcdClient, Event
 from ..jobs.ids import new_job_id
 from .history import KeyEvent, Mark, Submission
 
 BEAT = 0.1  # seconds between a job's signs of life
+T = TypeVar("T")
 
 # The job: marks its start, a beat every BEAT s and its end in one file on the host, each
 # line one O_APPEND write (atomic: far below PIPE_BUF), timed by the host's wall clock (the
@@ -53,7 +55,7 @@ def read_history(client: EtcdClient, prefix: str, timeout: float = 60.0) -> list
     A sentinel key written first marks the end: once the watch delivers it, everything
     before it has been delivered too."""
     sentinel = f"{prefix}/~history-end"
-    end = client.put(sentinel, "")
+    end = ride_out(lambda: client.put(sentinel, ""))
     events: list[KeyEvent] = []
     done = threading.Event()
     strip = len(prefix) + 1
@@ -123,14 +125,21 @@ class Submitter:
         return thread
 
 
-def wait_final(client: Client, ids: list[str], timeout: float) -> dict[str, JobStatus]:
-    """`Client.wait` that rides over etcd being unavailable for a while (a fault may still
-    be settling): the statuses of the jobs that became final within `timeout`."""
+def ride_out(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """`call()`, again after etcd was unavailable or its answer lost (a fault may still be
+    settling), until `timeout`. Only for calls that are safe to repeat."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return client.wait(ids, timeout=max(0.0, deadline - time.monotonic()))
-        except Unavailable:
+            return call()
+        except (Unavailable, Indeterminate):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)
+
+
+def wait_final(client: Client, ids: list[str], timeout: float) -> dict[str, JobStatus]:
+    """`Client.wait` riding over etcd's bad moments: the statuses of the jobs that became
+    final within `timeout`."""
+    deadline = time.monotonic() + timeout
+    return ride_out(lambda: client.wait(ids, timeout=max(0.0, deadline - time.monotonic())))

@@ -22,7 +22,14 @@ from ..client import Client
 from ..errors import NotFound
 from .cluster import NetCluster, Node
 from .history import Verdict, check
-from .recorder import Submitter, job_command, read_history, read_marks, wait_final
+from .recorder import (
+    Submitter,
+    job_command,
+    read_history,
+    read_marks,
+    ride_out,
+    wait_final,
+)
 
 FAULT_KINDS = (
     "agent_kill",  # kill -9 of an agent, started again after the fault's duration
@@ -280,6 +287,7 @@ def chaos_run(
     finally:
         stop.set()
         cluster.heal_all()
+    cluster.wait_etcd_healthy(60)
     unfinished = _wait_acked(client, submitter.acked(), drain_timeout)
     events = read_history(cluster.client, cluster.prefix)
     verdict = check(submitter.submissions, read_marks(marks_file), events)
@@ -292,7 +300,7 @@ def _wait_acked(client: Client, ids: list[str], timeout: float) -> int:
     known = []
     for job_id in ids:
         with contextlib.suppress(NotFound):  # an acknowledged job etcd lost: the checker says so
-            client.status(job_id)
+            ride_out(lambda job_id=job_id: client.status(job_id))
             known.append(job_id)
     if not known:
         return len(ids)
