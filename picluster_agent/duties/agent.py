@@ -201,13 +201,24 @@ class Agent:
 
     def _campaign_loop(self, session: Session) -> None:
         stop = AnyEvent(self.stop_event, session.done, self._broken)
+        backoff = defaults.RETRY_BACKOFF_MIN
         while not stop.is_set():
             election = Election(session, self.keys, self.cfg.name)
             if not election.campaign(stop):
                 self._leave(election, session)
                 return
+            elected = time.monotonic()
             try:
                 self._be_master(election, stop)
+            except _DutyFailed as e:
+                # Another agent takes over meanwhile; a failure that repeats does not spin.
+                if time.monotonic() - elected > defaults.RETRY_BACKOFF_MAX:
+                    backoff = defaults.RETRY_BACKOFF_MIN  # it served a while: a new failure
+                log.warning("stepping down: %s; campaigning again in %.1fs", e, backoff)
+                self._leave(election, session)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+                continue
             except NotLeader as e:
                 log.warning("stepping down: %s", e)
             except SessionLost:
@@ -257,7 +268,12 @@ class Agent:
         if errors and not stop.is_set():
             # A bug in a duty must not pin the mastership here: let another agent take over.
             election.resign()
-            raise NotLeader("a master duty failed")
+            raise _DutyFailed(f"a master duty failed: {errors[0]!r}")
+
+
+class _DutyFailed(NotLeader):
+    """A master duty ended with an error: step down (another agent may do better) and
+    campaign again after a backoff."""
 
 
 def _total_memory_mb() -> int | None:

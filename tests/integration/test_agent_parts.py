@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -121,3 +122,26 @@ def test_a_part_that_cannot_go_on_ends_the_whole_agent(
     # It left cleanly: its registration (and with it any work given to it) is gone.
     client = etcd1.client()
     assert client.get(Keys(prefix).node("pi1")) is None
+
+
+def test_a_master_duty_that_keeps_failing_is_retried_with_backoff(
+    etcd1: EtcdCluster, prefix: str, tmp_path: Path
+) -> None:
+    """It steps down each time (another agent may do better), but campaigns again only
+    after a growing pause: a failure that repeats does not spin the election."""
+    starts: list[float] = []
+
+    def broken_duty(_election: object, _stop: StopSignal) -> None:
+        starts.append(time.monotonic())
+        raise RuntimeError("a bug in a master duty")
+
+    agent = Agent(_config(etcd1, prefix, tmp_path), master_duties=[broken_duty])
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(starts) >= 4, 20, what="four terms as master")
+    finally:
+        agent.stop()
+        thread.join(15)
+    # Pauses of 0.1, 0.2 and 0.4 s at least between the four (none: milliseconds).
+    assert starts[3] - starts[0] >= 0.6, [round(t - starts[0], 3) for t in starts]
