@@ -6,7 +6,7 @@ that carries the election guard (`Election.fenced_txn`): a deposed master cannot
 
 Scheduling: ready jobs in (priority desc, submission order) order, each placed on the
 least-loaded live, undrained node whose labels satisfy the job's constraints and that has
-the slots (and memory) free. Up to `limits.ASSIGNS_PER_TXN` assignments share one transaction.
+the slots (and memory) free. Assignments share txns, as many as etcd allows (`limits.txn_chunks`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..errors import NotLeader, PiclusterError, RequestTooLarge, SessionLost
 from ..etcd import limits
 from ..etcd.adapter import KV, EtcdClient, Event
 from ..etcd.keys import Keys
-from ..etcd.limits import ASSIGNS_PER_TXN, EXPIRES_PER_TXN
+from ..etcd.limits import EXPIRES_PER_TXN, txn_bytes, txn_chunks
 from ..jobs import transitions
 from ..jobs.placement import NodeSlots, pick
 from ..jobs.records import JobRecord, JobState, UnreadableRecord
@@ -42,8 +42,6 @@ COALESCE = 0.003  # seconds a step waits for more events after the first
 # over 3 members, against ~0.1 ms per key). A quiet cluster answers within COALESCE.
 MIN_STEP_INTERVAL = 0.015
 IDLE_WAKEUP = 0.25  # also bounds how long a stop request waits
-# A record's bytes beyond its spec, counted when sizing an assignment batch.
-ASSIGN_RECORD_BYTES = 2048
 
 
 class _Resync(Exception):
@@ -97,26 +95,9 @@ class Scheduler:
 
     def _run_from_snapshot(self) -> None:
         revision = self._load()
-        # Only the event kinds acted on are sent: the master's own writes (an assignment PUT
-        # and a queue DELETE per job) would otherwise come back to it, costing etcd CPU.
-        # A queue key deleted by hand is noticed when its assignment's compare fails.
-        watches = [
-            self.client.watch(
-                prefix,
-                lambda events, _rev, kind=kind: self.inbox.put((kind, events)),
-                start_revision=revision + 1,
-                name=f"master-{kind}",
-                on_compacted=lambda _e: self.inbox.put(("compacted", [])),
-                only=only,
-            )
-            for kind, prefix, only in (
-                ("queue", self.keys.queue_dir, "PUT"),
-                ("assign", self.keys.assign_root, "DELETE"),
-                ("nodes", self.keys.nodes_dir, None),
-                ("drain", self.keys.drain_dir, None),
-                ("cancel", self.keys.cancel_dir, None),
-            )
-        ]
+        watches = self.view.watch(
+            self.client, revision, lambda kind, events: self.inbox.put((kind, events))
+        )
         log.info(
             "scheduler: %d queued, %d running, %d node(s) at revision %d",
             len(self.backlog) + len(self.view.fresh_queue),
@@ -174,21 +155,8 @@ class Scheduler:
 
     def _load(self) -> int:
         """Read everything at one revision, so that the watches continue exactly from it."""
-        nodes, rev = self.client.get_prefix(self.keys.nodes_dir)
-        read = self.client.get_prefix
-        drains, _ = read(self.keys.drain_dir, keys_only=True, revision=rev)
-        jobs, _ = read(self.keys.jobs_dir, revision=rev)
-        assigns, _ = read(self.keys.assign_root, keys_only=True, revision=rev)
-        queued, _ = read(self.keys.queue_dir, revision=rev)
-        cancels, _ = read(self.keys.cancel_dir, keys_only=True, revision=rev)
-
+        rev, jobs, assigned, queued = self.view.load(self.client)
         keys, view = self.keys, self.view
-        view.drained = {n for kv in drains if (n := keys.node_of(keys.drain_dir, kv.key))}
-        for kv in nodes:
-            view.node_event(kv)
-        assigned = {kv.key for kv in assigns}
-        view.cancels = {j for kv in cancels if (j := keys.job_id_of(keys.cancel_dir, kv.key))}
-        view.new_cancels = set(view.cancels)
         lost: list[tuple[JobRecord, int]] = []
         for kv in jobs:
             job_id = keys.job_id_of(keys.jobs_dir, kv.key)
@@ -411,8 +379,7 @@ class Scheduler:
         candidates = self.view.capacity.candidates()
         if not candidates:
             return
-        batch: list[tuple[Pending, NodeSlots]] = []
-        batch_bytes = 0
+        picked: list[tuple[Pending, NodeSlots]] = []
         taken = []
         try:
             while candidates:
@@ -424,49 +391,44 @@ class Scheduler:
                 node = pick(p.spec, candidates)
                 if node is None:
                     continue
-                # The record (spec and all) goes into the txn twice: large specs make
-                # smaller batches, so that one txn stays within etcd's request limit.
-                size = 2 * (len(p.spec.to_json().encode()) + ASSIGN_RECORD_BYTES)
-                if batch and batch_bytes + size > limits.MAX_TXN_BYTES:
-                    self._commit(batch, now)
-                    batch, batch_bytes = [], 0
-                node.take(p.spec)
-                batch.append((p, node))
-                batch_bytes += size
+                node.take(p.spec)  # tentatively, for the next picks
+                picked.append((p, node))
                 if node.used_slots >= node.capacity:
                     candidates = [n for n in candidates if n.used_slots < n.capacity]
-                if len(batch) >= ASSIGNS_PER_TXN:
-                    self._commit(batch, now)
-                    batch, batch_bytes = [], 0
-            if batch:
-                self._commit(batch, now)
+            for p, node in picked:  # undone: `place` takes the slots of what is committed
+                node.give_back(p.spec)
+            epoch = self.election.create_revision
+            batch = [(p, node, self._assignment(p, node, now, epoch)) for p, node in picked]
+            # The record (spec and all) goes into each txn twice: the chunker keeps a txn
+            # within etcd's limits on compares, operations and bytes.
+            for chunk in txn_chunks(batch, _assign_cost):
+                self._commit(chunk, now)
         finally:
             # Whatever is still pending goes back; assigned jobs have left the backlog.
             self.backlog.push_back(taken)
 
-    def _commit(self, batch: list[tuple[Pending, NodeSlots]], now: float) -> None:
-        epoch = self.election.create_revision
-        changes = [
-            transitions.assign(
-                self.keys,
-                p.record or transitions.first_record(p.id, p.spec, p.seq, now),
-                p.source_key,
-                p.source_revision,
-                fresh=p.fresh,
-                node=node.name,
-                lease=node.lease,
-                now=now,
-                epoch=epoch,
-            )
-            for p, node in batch
-        ]
+    def _assignment(
+        self, p: Pending, node: NodeSlots, now: float, epoch: int
+    ) -> transitions.Transition:
+        return transitions.assign(
+            self.keys,
+            p.record or transitions.first_record(p.id, p.spec, p.seq, now),
+            p.source_key,
+            p.source_revision,
+            fresh=p.fresh,
+            node=node.name,
+            lease=node.lease,
+            now=now,
+            epoch=epoch,
+        )
+
+    def _commit(self, batch: list[Assignment], now: float) -> None:
+        changes = [change for _, _, change in batch]
         compares = [c for change in changes for c in change.compares]
         compares += [
             transitions.node_registered(self.keys, node.name, node.create_revision)
-            for node in {n.name: n for _, n in batch}.values()
+            for node in {n.name: n for _, n, _ in batch}.values()
         ]
-        for p, node in batch:  # undo the tentative reservation; _place redoes it for real
-            node.give_back(p.spec)
         try:
             res = self._fenced_txn(
                 transitions.Transition(compares, [op for change in changes for op in change.ops])
@@ -477,7 +439,7 @@ class Scheduler:
                 return
             res = None  # split below
         if res is not None and res.succeeded:
-            for (p, node), change in zip(batch, changes, strict=True):
+            for p, node, change in batch:
                 assert change.record is not None
                 self.backlog.pop(p.id)
                 self.view.capacity.place(p.id, node.name, change.record.attempt, p.spec)
@@ -570,6 +532,15 @@ class Scheduler:
     def _fenced(self, change: transitions.Transition) -> bool:
         res = self._fenced_txn(change)
         return res is not None and res.succeeded
+
+
+Assignment = tuple[Pending, NodeSlots, transitions.Transition]
+
+
+def _assign_cost(item: Assignment) -> tuple[int, int, int]:
+    """An assignment's share of a txn: its compares plus (at most) one on its node."""
+    change = item[2]
+    return len(change.compares) + 1, len(change.ops), txn_bytes(change.compares, change.ops) + 64
 
 
 def _record_or_none(kv: KV, job_id: str) -> JobRecord | None:

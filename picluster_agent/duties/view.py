@@ -8,9 +8,10 @@ assignments that ended, new cancel requests, and the nodes with their capacity.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..coord.registry import NodeInfo, UnreadableRegistration
-from ..etcd.adapter import KV, Event
+from ..etcd.adapter import KV, EtcdClient, Event, Watch
 from ..etcd.keys import Keys
 from ..jobs.placement import Capacity, NodeSlots
 
@@ -27,6 +28,52 @@ class ClusterView:
         self.fresh_queue: dict[str, KV] = {}  # submissions (queue keys) not read yet
         self.ended: list[tuple[str, str]] = []  # (node, job id) whose assignment vanished
 
+    def load(self, client: EtcdClient) -> tuple[int, list[KV], set[str], list[KV]]:
+        """Nodes, drains and cancels from one read at one revision; returned with that
+        revision: the job records, the assignment keys and the queue keys read at it."""
+        keys, read = self.keys, client.get_prefix
+        nodes, rev = read(keys.nodes_dir)
+        drains, _ = read(keys.drain_dir, keys_only=True, revision=rev)
+        jobs, _ = read(keys.jobs_dir, revision=rev)
+        assigns, _ = read(keys.assign_root, keys_only=True, revision=rev)
+        queued, _ = read(keys.queue_dir, revision=rev)
+        cancels, _ = read(keys.cancel_dir, keys_only=True, revision=rev)
+        self.drained = {n for kv in drains if (n := keys.node_of(keys.drain_dir, kv.key))}
+        for kv in nodes:
+            self.node_event(kv)
+        self.cancels = {j for kv in cancels if (j := keys.job_id_of(keys.cancel_dir, kv.key))}
+        self.new_cancels = set(self.cancels)
+        return rev, jobs, {kv.key for kv in assigns}, queued
+
+    def watch(
+        self, client: EtcdClient, revision: int, deliver: Callable[[str, list[Event]], None]
+    ) -> list[Watch]:
+        """The master's watches, from just after `revision`; `deliver(kind, events)` runs on
+        their threads (the scheduler's thread `apply`s them), ("compacted", []) when one
+        lost its place in etcd's history.
+
+        Only the event kinds acted on are sent: the master's own writes (an assignment PUT
+        and a queue DELETE per job) would otherwise come back to it, costing etcd CPU. A
+        queue key deleted by hand is noticed when its assignment's compare fails."""
+        keys = self.keys
+        return [
+            client.watch(
+                prefix,
+                lambda events, _rev, kind=kind: deliver(kind, events),
+                start_revision=revision + 1,
+                name=f"master-{kind}",
+                on_compacted=lambda _e: deliver("compacted", []),
+                only=only,
+            )
+            for kind, prefix, only in (
+                ("queue", keys.queue_dir, "PUT"),
+                ("assign", keys.assign_root, "DELETE"),
+                ("nodes", keys.nodes_dir, None),
+                ("drain", keys.drain_dir, None),
+                ("cancel", keys.cancel_dir, None),
+            )
+        ]
+
     def apply(self, kind: str, events: list[Event]) -> None:
         """Events of one watch (`kind`: queue, assign, nodes, drain or cancel).
 
@@ -37,7 +84,7 @@ class ClusterView:
         keys = self.keys
         for e in events:
             key = e.kv.key
-            if kind == "queue":  # PUTs only (Scheduler._run_from_snapshot)
+            if kind == "queue":  # PUTs only (see `watch`)
                 job_id = keys.job_id_of(keys.queue_dir, key)
                 if job_id is None:
                     ignored(key, "not a valid job id")

@@ -6,9 +6,9 @@ Per session:
 - each job runs through `runner.JobProcess`, at most `slots` at once: it is started from the
   thread that found it a free slot and finished on the job supervisor's reader thread, so no
   thread waits on a job (thread handoffs were most of a short job's cost);
-- a reporter thread batches "running" marks and results into few transactions, each report
-  guarded by a compare on its own assignment key (created at the attempt's revision): once
-  that key is gone (lease expired, job re-queued elsewhere) the report is refused;
+- a reporter thread (reporter.py) batches "running" marks and results into few transactions,
+  each report guarded by a compare on its own assignment key (created at the attempt's
+  revision): once that key is gone (lease expired, job re-queued elsewhere) it is refused;
 - a lease guard kills every job *before* the lease can have expired at the server, i.e.
   before `session.safe_until()`, when keepalives stop getting through; the session is then
   dropped, so the master re-runs the jobs elsewhere and never twice at once;
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -30,51 +29,29 @@ from pathlib import Path
 from .. import defaults, timing
 from ..config import AgentConfig
 from ..coord.session import Session
-from ..errors import Indeterminate, PiclusterError, RequestTooLarge
-from ..etcd.adapter import KV, EtcdClient, Event, Op
+from ..errors import PiclusterError
+from ..etcd.adapter import KV, EtcdClient, Event
 from ..etcd.keys import Keys
-from ..etcd.limits import MAX_REQUEST_BYTES, txn_bytes, txn_chunks
+from ..etcd.limits import MAX_REQUEST_BYTES
 from ..jobs import transitions
 from ..jobs.records import JobRecord, JobResult, JobState, UnreadableRecord
 from ..jobs.spec import JobSpec, SpecError, retry_delay
-from ..jobs.transitions import Transition
 from ..node.janitor import JobDirJanitor
 from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence
 from ..stopping import StopSignal
 from .agent import WorkerDuty
+from .reporter import Report, Reporter, report_interval
 
 log = logging.getLogger(__name__)
 
-# A job still running this long after its start gets a "running" mark in etcd.
-RUNNING_MARK_DELAY = 0.5
-REPORTS_IN_FLIGHT = 2
 # How often finished jobs' directories past retention are looked for.
 JANITOR_INTERVAL = 10.0
-COALESCE = 0.003
-# Report txns leave at most this often: under load each carries more results (etcd's cost
-# is mostly per txn). A result waits at most this long, and only on a busy node; the next
-# job's start does not wait for it (the node's own slot is free already).
-MIN_REPORT_INTERVAL = 0.05
 # A result whose output tails would take its report past etcd's request limit (a large
 # result_tail_bytes, or output that JSON escapes six-fold) is sent with this much of each
 # stream instead; all of it stays in the job's files.
 SHORT_TAIL_CHARS = 4096
 # A failure reason is kept in the job's record: bounded, so that the record stays small.
 MAX_REASON_CHARS = 1000
-
-
-def report_interval(slots: int, prefetch: int) -> float:
-    """A node with prefetched work may report less often (more results per txn): its free
-    slots are filled from its own queue, not by the master's answer to the report.
-
-    Up to twice the base interval once the queue is as deep as the slots; beyond two slots'
-    worth, growing with half the depth, up to four times the base. The queue must outlast
-    the wait: a node that reports later than its queue lasts idles (measured: prefetch 16
-    on 8 slots does ~10 % fewer jobs/s with 150 ms than with 100 ms; prefetch 48 with
-    200 ms does ~12 % more than prefetch 16 with 100 ms, with a third fewer txns; see
-    docs/BENCHMARKS.md)."""
-    depth = prefetch / max(1, slots)
-    return MIN_REPORT_INTERVAL * min(4.0, max(1.0 + min(1.0, depth), 1.0 + depth / 2))
 
 
 @dataclass
@@ -87,35 +64,6 @@ class RunningJob:
     cancel_requested: bool = False
     started: bool = False
     ended: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Report:
-    """One transition of a job run here (built by `transitions`), waiting to be sent."""
-
-    job: RunningJob
-    change: Transition
-    result: JobResult | None = None  # None: a "running" mark
-    _size: int = field(default=0, repr=False)
-
-    @property
-    def record(self) -> JobRecord:
-        assert self.change.record is not None
-        return self.change.record
-
-    def ops(self) -> list[Op]:
-        return self.change.ops
-
-    def size(self) -> int:
-        if not self._size:
-            self._size = txn_bytes(self.change.compares, self.change.ops)
-        return self._size
-
-    def cost(self) -> tuple[int, int, int]:
-        """Its share of a txn (see `limits.txn_chunks`): one compare (on its assignment) and
-        one to four operations, so up to 42 results share a txn (etcd counts the two apart).
-        """
-        return len(self.change.compares), len(self.change.ops), self.size()
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
@@ -135,13 +83,16 @@ class Worker:
         self.jobs: dict[str, RunningJob] = {}
         self.cancels: set[str] = set()
         self.lock = threading.Lock()
-        self.reports: queue.Queue[Report] = queue.Queue()
-        # Running marks not sent yet: job id -> (when due, the job, its start time).
-        self.marks: dict[str, tuple[float, RunningJob, float]] = {}
-        self._in_flight = threading.BoundedSemaphore(REPORTS_IN_FLIGHT)
-        self._last_report = 0.0
-        self.report_interval = report_interval(cfg.slots, cfg.prefetch)
         self.abandoned = threading.Event()
+        self.reporter = Reporter(
+            self.client,
+            self.keys,
+            interval=report_interval(cfg.slots, cfg.prefetch),
+            stop=stop,
+            abandoned=self.abandoned,
+            busy=self._busy,
+            on_done=self._reported,
+        )
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
         self._dispatching = threading.local()  # set while this thread is in _dispatch
@@ -159,14 +110,11 @@ class Worker:
         self.margin = timing.kill_margin(session.ttl)
         self._fenced_until = 0.0
         self._extend_fence()
-        # Set by a thread of this worker that failed beyond retrying: `run` raises it, and
-        # the agent stops as a whole (no part of it may die alone).
-        self.failure: BaseException | None = None
 
     # ------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
+        reporter = threading.Thread(target=self.reporter.run, name="reporter", daemon=True)
         reporter.start()
         sweeping = threading.Event()
         threading.Thread(
@@ -186,8 +134,10 @@ class Worker:
                     self._lease_guard_fired()
                     break
                 self._extend_fence()
-                if self.failure is not None:
-                    raise self.failure
+                # A reporter thread that failed beyond retrying: the agent stops as a whole
+                # (no part of it may die alone).
+                if self.reporter.failure is not None:
+                    raise self.reporter.failure
                 if self.resync.is_set():
                     # A watch lost its place in etcd's history: list again, watch again.
                     self.resync.clear()
@@ -375,8 +325,7 @@ class Worker:
         # only their result written (one write saved per job, and no queue ahead of it).
         # Queued before the start, so that an attempt ending at once finds and drops it; its
         # record is made only when it is due.
-        with self.lock:
-            self.marks[record.id] = (time.monotonic() + RUNNING_MARK_DELAY, job, time.time())
+        self.reporter.mark_running_later(job, time.time())
         process.start(wait_started=False)
 
     def _ended(self, job: RunningJob) -> None:
@@ -459,175 +408,26 @@ class Worker:
                     stderr_tail=result.stderr_tail[-SHORT_TAIL_CHARS:],
                 )
             )
-        with self.lock:
-            self.marks.pop(record.id, None)
+        self.reporter.drop_mark(record.id)
         self.janitor.note_finished(record.id)
-        self.reports.put(done)
-
-    # ------------------------------------------------------------ reporting
-
-    def _report_loop(self) -> None:
-        try:
-            self._report_until_done()
-        except Exception as e:  # a bug: results would pile up unsent; stop the agent instead
-            log.exception("reporter failed")
-            self.failure = e
-
-    def _report_until_done(self) -> None:
-        while True:
-            batch: list[Report] = []
-            try:
-                batch.append(self.reports.get(timeout=self._next_mark_in()))
-                # Results of jobs ending together share one txn.
-                time.sleep(
-                    max(COALESCE, self._last_report + self.report_interval - time.monotonic())
-                )
-            except queue.Empty:
-                if self.abandoned.is_set() or (self.stop.is_set() and not self._busy()):
-                    return
-            while True:
-                try:
-                    batch.append(self.reports.get_nowait())
-                except queue.Empty:
-                    break
-            batch.extend(self._due_marks())
-            if batch:
-                # Two reports in flight at once: completions do not queue behind one slow
-                # txn. Safe in any order: a mark that lands after its result is refused by
-                # the same assignment compare that fences stale results.
-                self._in_flight.acquire()
-                self._last_report = time.monotonic()
-                threading.Thread(target=self._send_and_release, args=(batch,), daemon=True).start()
-
-    def _send_and_release(self, batch: list[Report]) -> None:
-        try:
-            self._send(batch)
-        except Exception as e:  # a bug: these results would be lost; stop the agent instead
-            log.exception("report sender failed")
-            self.failure = e
-        finally:
-            self._in_flight.release()
-
-    def _next_mark_in(self) -> float:
-        with self.lock:
-            due = min((m[0] for m in self.marks.values()), default=None)
-        return 0.2 if due is None else max(0.001, min(0.2, due - time.monotonic()))
-
-    def _due_marks(self) -> list[Report]:
-        now = time.monotonic()
-        with self.lock:
-            due = [job_id for job_id, mark in self.marks.items() if mark[0] <= now]
-            marks = [self.marks.pop(job_id) for job_id in due]
-        return [
-            Report(
-                job,
-                transitions.running(
-                    self.keys, job.record, job.assign_key, job.assign_revision, started_at
-                ),
-            )
-            for _, job, started_at in marks
-        ]
+        self.reporter.put(done)
 
     def _busy(self) -> bool:
         with self.lock:
             return bool(self.jobs)
 
-    def _send(self, batch: list[Report]) -> None:
-        # A job that finished before its "running" mark was sent needs only the result.
-        finished = {r.record.id for r in batch if r.result is not None}
-        batch = [r for r in batch if r.result is not None or r.record.id not in finished]
-        for chunk in txn_chunks(batch, Report.cost):
-            self._commit(chunk)
-
-    def _commit(self, chunk: list[Report]) -> None:
-        """Send reports in one txn until etcd takes them. What etcd cannot take now
-        (unavailable, NOSPACE, too many requests, permission denied) is kept and sent again
-        with backoff (docs/OPERATIONS.md); given up only with the session or the agent."""
-        compares = [c for r in chunk for c in r.change.compares]
-        ops = [op for r in chunk for op in r.ops()]
-        backoff = defaults.RETRY_BACKOFF_MIN
-        while not self.abandoned.is_set():
-            try:
-                res = self.client.txn(compares, ops)
-            except (Indeterminate, RequestTooLarge):
-                break  # one by one: each learns whether it landed, or fails alone
-            except PiclusterError as e:
-                if self.stop.is_set():
-                    log.error("could not report %d job(s): %s", len(chunk), e)
-                    return
-                log.warning(
-                    "report of %d job(s) not written (%s); kept, again in %.1fs",
-                    len(chunk),
-                    e,
-                    backoff,
-                )
-                self.stop.wait(backoff)
-                backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)
-                continue
-            if res.succeeded:
-                self._done(chunk)
-                return
-            break  # some assignment is no longer ours: one by one
-        else:
-            return
-        for report in chunk:
-            self._commit_one(report)
-
-    def _commit_one(self, report: Report) -> None:
-        """Send one report until etcd takes or refuses it. Given up only with the session
-        (the lease then expires and the master runs the job again) or when the agent stops."""
-        backoff = defaults.RETRY_BACKOFF_MIN
-        while not self.abandoned.is_set():
-            try:
-                res = self.client.txn(report.change.compares, report.ops())
-                if res.succeeded:
-                    self._done([report])
-                    return
-                if self._already_recorded(report):
-                    self._done([report])
-                    return
-                log.warning(
-                    "result of job %s attempt %d refused: the assignment is no longer ours",
-                    report.record.id,
-                    report.record.attempt,
-                )
-                self._done([report])
-                return
-            except RequestTooLarge as e:  # not by design (see _finish): say so, loudly
-                log.error("report of job %s can never be written: %s", report.record.id, e)
-                return
-            except PiclusterError as e:
-                if self.stop.is_set():
-                    log.error("could not report job %s: %s", report.record.id, e)
-                    return
-                log.warning(
-                    "report of job %s not written (%s); kept, again in %.1fs",
-                    report.record.id,
-                    e,
-                    backoff,
-                )
-                self.stop.wait(backoff)
-                backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)
-
-    def _already_recorded(self, report: Report) -> bool:
-        """After an indeterminate write: did our report commit after all?"""
-        kv = self.client.get(self.keys.job(report.record.id))
-        return transitions.landed(kv, report.record.to_json())
-
-    def _done(self, reports: list[Report]) -> None:
-        for r in reports:
-            if r.result is None:
-                continue  # a running mark: the job goes on
-            with self.lock:
-                self.jobs.pop(r.record.id, None)
-            # Per-job lines at INFO only when something went wrong: SD cards wear out.
-            log.log(
-                logging.DEBUG if r.record.state is JobState.SUCCEEDED else logging.INFO,
-                "job %s attempt %d: %s",
-                r.record.id,
-                r.record.attempt,
-                r.record.state.value,
-            )
+    def _reported(self, r: Report) -> None:
+        """A result is in etcd (or refused: the attempt is no longer ours): the job is over."""
+        with self.lock:
+            self.jobs.pop(r.record.id, None)
+        # Per-job lines at INFO only when something went wrong: SD cards wear out.
+        log.log(
+            logging.DEBUG if r.record.state is JobState.SUCCEEDED else logging.INFO,
+            "job %s attempt %d: %s",
+            r.record.id,
+            r.record.attempt,
+            r.record.state.value,
+        )
 
     # ------------------------------------------------------------ losing the lease
 

@@ -7,7 +7,8 @@ import time
 
 from picluster_agent.config import build_agent_config, build_connection
 from picluster_agent.coord.session import Session
-from picluster_agent.duties.worker import Report, RunningJob, Worker
+from picluster_agent.duties.reporter import Report
+from picluster_agent.duties.worker import RunningJob, Worker
 from picluster_agent.etcd.adapter import op_delete, op_put
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.jobs import transitions
@@ -58,7 +59,7 @@ def test_report_of_a_superseded_attempt_is_refused(etcd1, prefix, tmp_path, capl
     ])  # fmt: skip
 
     with caplog.at_level(logging.WARNING):
-        worker._commit([_success(keys, stale, _result(1, "pi1"))])
+        worker.reporter._commit([_success(keys, stale, _result(1, "pi1"))])
 
     assert "refused" in caplog.text
     assert client.get(keys.result("job1")) is None  # recorded nowhere as the result
@@ -68,7 +69,7 @@ def test_report_of_a_superseded_attempt_is_refused(etcd1, prefix, tmp_path, capl
 
     # The current attempt's report goes through.
     current = RunningJob(_record(2, "pi1"), keys.assign("pi1", "job1"), second.revision)
-    worker._commit([_success(keys, current, _result(2, "pi1"))])
+    worker.reporter._commit([_success(keys, current, _result(2, "pi1"))])
     assert JobResult.from_json(client.get(keys.result("job1")).value).attempt == 2
     assert client.get(keys.assign("pi1", "job1")) is None
     session.close()

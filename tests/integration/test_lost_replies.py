@@ -18,7 +18,8 @@ from picluster_agent.client import Client
 from picluster_agent.config import build_agent_config, build_connection
 from picluster_agent.coord.election import Election
 from picluster_agent.coord.session import Session
-from picluster_agent.duties.worker import Report, RunningJob, Worker
+from picluster_agent.duties.reporter import Report
+from picluster_agent.duties.worker import RunningJob, Worker
 from picluster_agent.errors import Indeterminate
 from picluster_agent.etcd.adapter import EtcdClient, TxnResult, op_put
 from picluster_agent.etcd.keys import Keys
@@ -111,7 +112,7 @@ def test_worker_report_with_a_lost_reply_is_done(etcd, prefix, tmp_path: Path, m
         keys, record, result, job.assign_key, job.assign_revision, reason=None, cancelled=False
     )
     lost = lose_replies(monkeypatch, client)
-    worker._commit_one(Report(job, change, result))
+    worker.reporter._commit_one(Report(job, change, result))
     assert lost() == 1
     # The retry was refused (the assignment is gone: our own commit deleted it) and the
     # report found to be ours: the job is done here, recorded once.

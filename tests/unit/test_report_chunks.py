@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from picluster_agent.duties.worker import Report, RunningJob
+from picluster_agent.duties.reporter import Report
+from picluster_agent.duties.worker import RunningJob
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.etcd.limits import MAX_TXN_BYTES, MAX_TXN_OPS, txn_chunks
 from picluster_agent.jobs import transitions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from picluster_agent.duties.worker import MIN_REPORT_INTERVAL, report_interval
+from picluster_agent.duties.reporter import MIN_REPORT_INTERVAL, report_interval
 
 
 @pytest.mark.parametrize(
