@@ -42,7 +42,7 @@ from pathlib import Path
 
 from picluster_agent.client import Client, summarize
 from picluster_agent.etcd.keys import Keys
-from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.etcd.localcluster import LEASE_TTL, AgentProcess, EtcdCluster, wait_for
 from picluster_agent.jobs.spec import build_spec
 from picluster_agent.node.fsinfo import filesystem_of
 
@@ -174,7 +174,7 @@ def run_once(args: argparse.Namespace) -> float:
         # Each agent lists "its own" member first, as on a cluster where every etcd node's
         # agent talks to its local member.
         AgentProcess(f"pi{i}", ",".join(eps[i - 1:] + eps[:i - 1]), keys.prefix,
-                     base / f"pi{i}", 3, args.slots,
+                     base / f"pi{i}", LEASE_TTL, args.slots,
                      extra_args=["--prefetch", str(args.prefetch)]).start()
         for i in (1, 2, 3)
     ]  # fmt: skip

@@ -90,6 +90,8 @@ class JobStatus:
                 "signal": self.result.signal,
                 "timed_out": self.result.timed_out,
                 "error": self.result.error,
+                "cpu_seconds": self.result.cpu_seconds,
+                "peak_memory_bytes": self.result.peak_memory_bytes,
             }
         return out
 

@@ -60,6 +60,8 @@ class AgentConfig:
     keep_finished: int = defaults.KEEP_FINISHED
     keep_finished_seconds: float = defaults.KEEP_FINISHED_SECONDS
     prefetch: int = defaults.PREFETCH
+    job_pids_max: int = defaults.JOB_PIDS_MAX  # per attempt's cgroup
+    job_cpu_weight: int = defaults.JOB_CPU_WEIGHT  # all jobs together (the agent has 100)
 
 
 def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
@@ -305,6 +307,8 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "keep_finished": _integer(0),
     "keep_finished_seconds": _seconds,
     "prefetch": _integer(0),
+    "job_pids_max": _integer(2, 4_194_304),  # the supervisor is in it for a spawn
+    "job_cpu_weight": _integer(1, 10_000),
 }
 
 
@@ -360,6 +364,8 @@ def build_agent_config(
         keep_finished=get("keep_finished", defaults.KEEP_FINISHED),
         keep_finished_seconds=get("keep_finished_seconds", defaults.KEEP_FINISHED_SECONDS),
         prefetch=get("prefetch", defaults.PREFETCH),
+        job_pids_max=get("job_pids_max", defaults.JOB_PIDS_MAX),
+        job_cpu_weight=get("job_cpu_weight", defaults.JOB_CPU_WEIGHT),
     )
 
 

@@ -37,3 +37,10 @@ KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a job is stopped
 KEEP_FINISHED = 10_000  # finished jobs kept in etcd (and their directories on the nodes)
 KEEP_FINISHED_SECONDS = 7 * 24 * 3600  # ... and for at most this long
 PREFETCH = 0  # assignments a node may hold beyond its slots
+# Each job attempt runs in a cgroup of its own (node/cgroups.py): at most this many processes
+# and threads (a fork bomb stops there; a build with `make -j4` uses a few dozen) ...
+JOB_PIDS_MAX = 1024
+# ... and this CPU weight for all jobs together, on cgroup v2's scale where the agent has 100
+# (v1: cpu.shares, x 10.24): under contention the agent (and etcd, by its unit's weight) come
+# first.
+JOB_CPU_WEIGHT = 20

@@ -234,6 +234,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in ("submitted_at", "started_at", "finished_at"):
         if d.get(key):
             print(f"  {key.replace('_at', '')}: {time.strftime('%F %T', time.localtime(d[key]))}")
+    if s.result is not None:  # what the last finished attempt used
+        if s.result.cpu_seconds is not None:
+            print(f"  cpu time: {s.result.cpu_seconds:.3f} s (attempt {s.result.attempt})")
+        if s.result.peak_memory_bytes is not None:
+            mib = s.result.peak_memory_bytes / 2**20
+            print(f"  peak memory: {mib:.1f} MiB (attempt {s.result.attempt})")
     if s.record is not None:
         print(f"  command: {json.dumps(s.record.spec.get('command', s.record.spec))}")
     return 0

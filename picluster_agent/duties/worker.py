@@ -36,6 +36,7 @@ from ..etcd.limits import MAX_REQUEST_BYTES
 from ..jobs import transitions
 from ..jobs.records import JobRecord, JobResult, JobState, UnreadableRecord
 from ..jobs.spec import JobSpec, SpecError, retry_delay
+from ..node import cgroups
 from ..node.janitor import JobDirJanitor
 from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence
 from ..stopping import StopSignal
@@ -67,6 +68,9 @@ class RunningJob:
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
+    confined, how = cgroups.probe()  # once, at the start: how jobs will be confined
+    log.log(logging.INFO if confined else logging.WARNING, "%s", how)
+
     def duty(session: Session, stop: StopSignal) -> None:
         Worker(cfg, session, stop).run()
 
@@ -311,6 +315,8 @@ class Worker:
                 kill_grace=self.cfg.kill_grace,
                 on_done=lambda _process: self._ended(job),
                 fence=self.session.lease_id,
+                pids_max=self.cfg.job_pids_max,
+                cpu_weight=self.cfg.job_cpu_weight,
             )
         except (OSError, ValueError) as e:  # say, an attempt number no master writes
             self._finish(job, None, error=f"could not start: {e}")
@@ -374,6 +380,8 @@ class Worker:
             stdout_tail=outcome.stdout_tail if outcome else "",
             stderr_tail=outcome.stderr_tail if outcome else "",
             error=error,
+            cpu_seconds=outcome.cpu_seconds if outcome else None,
+            peak_memory_bytes=outcome.peak_memory_bytes if outcome else None,
         )
         spec = job.spec
 
@@ -493,6 +501,8 @@ def _failure_reason(outcome: Outcome | None, error: str | None) -> str:
         return error[:MAX_REASON_CHARS]
     if outcome is None:
         return "did not run"
+    if outcome.oom_killed:
+        return "out of memory"
     if outcome.timed_out:
         return "timed out"
     if outcome.signal:

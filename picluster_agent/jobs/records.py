@@ -201,6 +201,10 @@ class JobResult:
     stdout_tail: str
     stderr_tail: str
     error: str | None = None
+    # What the attempt used (all of its cgroup's processes; without cgroups, the main
+    # process and the children it waited for). None: not known.
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
     def to_json(self) -> str:
         data = without_defaults(((n, getattr(self, n)) for n in _RESULT_FIELDS), _RESULT_DEFAULTS)

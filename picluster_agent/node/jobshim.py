@@ -82,6 +82,18 @@ import sys
 import time
 from typing import Any
 
+try:
+    from . import cgroups
+except ImportError:  # run by path (`python -I -S jobshim.py`): no package, load it beside us
+    import importlib.util
+
+    _where = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroups.py")
+    _loader = importlib.util.spec_from_file_location("picluster_jobshim_cgroups", _where)
+    assert _loader is not None and _loader.loader is not None
+    cgroups = importlib.util.module_from_spec(_loader)
+    sys.modules[_loader.name] = cgroups  # dataclasses look their module up there
+    _loader.loader.exec_module(cgroups)
+
 ORPHAN_KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when the agent is gone
 PARENT_POLL = 0.5  # seconds between getppid() checks
 DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
@@ -95,13 +107,18 @@ _PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)  # ignored by Python itself: 
 
 
 class _Job:
-    __slots__ = ("code", "deadline", "ended", "fence", "fenced", "grace", "kill_at", "outputs",
-                 "pid", "proc", "stopped", "tail", "timed_out", "token")  # fmt: skip
+    __slots__ = ("cgroup", "code", "deadline", "ended", "fence", "fenced", "grace", "kill_at",
+                 "killed", "outputs", "pid", "proc", "rusage", "stopped", "tail", "timed_out",
+                 "token")  # fmt: skip
 
     def __init__(self, token: int, pid: int, proc: subprocess.Popen[bytes] | None,
                  timeout: float | None, grace: float, outputs: tuple[str, str],
-                 tail: int, fence: int | None) -> None:  # fmt: skip
+                 tail: int, fence: int | None,
+                 cgroup: cgroups.JobCgroup | None) -> None:  # fmt: skip
         self.token = token
+        self.cgroup = cgroup  # None: cgroups cannot be used here (process group only)
+        self.killed = False  # SIGKILL sent: sent again while anything of the job is left
+        self.rusage: Any = None  # the main process's (and its reaped children's), from wait4
         self.fence = fence  # the lease this job runs under (None: not lease-bound)
         self.fenced = False  # killed because its fence passed
         self.outputs = outputs  # stdout, stderr paths
@@ -149,6 +166,7 @@ class Supervisor:
             if sig not in _PYTHON_IGNORES and signal.getsignal(sig) == signal.SIG_IGN:
                 signal.signal(sig, _ignore)
         os.chdir("/")  # keep no directory busy; jobs get their cwd at spawn
+        self.cgroups, self.cgroups_problem = cgroups.open_cgroups()
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -160,6 +178,8 @@ class Supervisor:
                 self.close()  # the agent died before or despite PDEATHSIG
             if self.closing and not self.jobs:
                 self._kill_strays()
+                if self.cgroups is not None:
+                    self.cgroups.close()
                 self._flush(wait=1.0)
                 return 0
             fds = [self.wake_r] if self.closing else [self.wake_r, self.in_fd]
@@ -250,6 +270,18 @@ class Supervisor:
             self._send({"ev": "error", "token": token,
                         "error": f"cannot prepare {where}: {e.strerror or e}"})  # fmt: skip
             return
+        group = None
+        if self.cgroups is not None:
+            try:
+                group = self.cgroups.job(_limits(msg))
+                group.enter()  # the job is born inside (cgroups: "Placement at spawn")
+            except OSError as e:
+                for fd in fds:
+                    os.close(fd)
+                self._release(group)
+                error = f"cannot make the job's cgroup: {e.strerror or e}"
+                self._send({"ev": "error", "token": token, "error": error})
+                return
         try:
             proc = None
             if msg.get("uid") is None:
@@ -271,17 +303,25 @@ class Supervisor:
                 )
                 pid = proc.pid
         except OSError as e:
+            self._release(group)
             self._send({"ev": "error", "token": token, "error": _start_error(e, argv, cwd)})
             return
         except (ValueError, TypeError) as e:
+            self._release(group)
             self._send({"ev": "error", "token": token, "error": f"cannot start job: {e}"})
             return
         finally:
             for fd in fds:
                 os.close(fd)
+            if group is not None:
+                # Out again before anything else. Should this fail, the supervisor must not
+                # go on inside a job's cgroup (a kill of the job would end it): it exits, and
+                # the agent fails and kills every job it had (runner: `_lost`).
+                assert self.cgroups is not None
+                self.cgroups.leave()
         outputs = (msg["stdout"], msg["stderr"])
         job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"],
-                   msg.get("fence"))  # fmt: skip
+                   msg.get("fence"), group)  # fmt: skip
         self.jobs[job.pid] = job
         self.by_token[token] = job
         self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
@@ -332,12 +372,35 @@ class Supervisor:
         if job.kill_at is not None and job.kill_at <= kill_at:
             return
         job.kill_at = kill_at
-        _killpg(job.pid, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+        self._signal(job, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+
+    @staticmethod
+    def _signal(job: _Job, sig: int) -> None:
+        """Signal the whole job: its process group, and its cgroup (which holds also what
+        left the group: setsid, a double fork)."""
+        _killpg(job.pid, sig)
+        if job.cgroup is not None:
+            if sig == signal.SIGKILL:
+                job.cgroup.kill()
+            else:
+                job.cgroup.signal(sig)
+        if sig == signal.SIGKILL:
+            job.killed = True
+
+    @staticmethod
+    def _empty(job: _Job) -> bool:
+        """Nothing of the job is left: its process group is empty, and so is its cgroup."""
+        return _group_empty(job.pid) and (job.cgroup is None or job.cgroup.empty())
+
+    def _release(self, group: cgroups.JobCgroup | None) -> None:
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.release()
 
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -345,11 +408,12 @@ class Supervisor:
             job = self.jobs.get(pid)
             if job is None:
                 continue  # an orphaned grandchild, reparented to us as subreaper
+            job.rusage = rusage
             job.code = os.waitstatus_to_exitcode(status)
             job.ended = time.time()
             if job.proc is not None:
                 job.proc.returncode = job.code  # so Popen never tries to reap it again
-            if not _group_empty(job.pid):  # leftovers: stop them like a stopped job
+            if not self._empty(job):  # leftovers: stop them like a stopped job
                 self._terminate(job, job.grace)
 
     def _fence_open(self, fence: int) -> bool:
@@ -358,36 +422,56 @@ class Supervisor:
     def _tick(self) -> None:
         now = time.monotonic()
         for job in list(self.jobs.values()):
-            if job.fence is not None and now >= self.fences[job.fence]:
+            fence_passed = job.fence is not None and now >= self.fences[job.fence]
+            if fence_passed and not job.fenced:
                 # The lease may expire at the server any moment now: no grace for anyone.
-                if not job.fenced:
-                    job.fenced = job.stopped = True
-                    _killpg(job.pid, signal.SIGKILL)
-                elif job.code is not None and not _group_empty(job.pid):
-                    _killpg(job.pid, signal.SIGKILL)  # leftovers of the group
+                job.fenced = job.stopped = True
+                self._signal(job, signal.SIGKILL)
             due = job.deadline is not None and now >= job.deadline
             if due and job.code is None and not job.timed_out:
                 job.timed_out = True
                 self._terminate(job, job.grace)
             if job.kill_at is not None and now >= job.kill_at:
                 job.kill_at = None
-                _killpg(job.pid, signal.SIGKILL)
-            if job.code is not None and _group_empty(job.pid):
+                self._signal(job, signal.SIGKILL)
+            if job.code is None:
+                continue
+            if self._empty(job):
                 del self.jobs[job.pid]
                 del self.by_token[job.token]
-                self._send(
-                    {
-                        "ev": "exit",
-                        "token": job.token,
-                        "code": job.code,
-                        "t": job.ended,
-                        "timed_out": job.timed_out,
-                        "stopped": job.stopped,
-                        "fenced": job.fenced,
-                        "stdout_tail": read_tail(job.outputs[0], job.tail),
-                        "stderr_tail": read_tail(job.outputs[1], job.tail),
-                    }
-                )
+                self._send(self._exit_event(job))
+            elif job.killed:  # a process forked while the last kill went round
+                self._signal(job, signal.SIGKILL)
+
+    def _exit_event(self, job: _Job) -> dict[str, Any]:
+        cpu: float | None = None
+        peak: int | None = None
+        oom = False
+        if job.cgroup is not None:
+            try:
+                used = job.cgroup.usage()
+                cpu, peak, oom = used.cpu_seconds, used.peak_bytes, used.oom_kills > 0
+            except (OSError, ValueError):
+                pass
+            self._release(job.cgroup)
+        if cpu is None and job.rusage is not None:  # no cgroup: the main process and its
+            cpu = job.rusage.ru_utime + job.rusage.ru_stime  # waited-for children
+        if peak is None and job.rusage is not None:
+            peak = job.rusage.ru_maxrss * 1024  # the largest one of them (KiB on Linux)
+        return {
+            "ev": "exit",
+            "token": job.token,
+            "code": job.code,
+            "t": job.ended,
+            "timed_out": job.timed_out,
+            "stopped": job.stopped,
+            "fenced": job.fenced,
+            "stdout_tail": read_tail(job.outputs[0], job.tail),
+            "stderr_tail": read_tail(job.outputs[1], job.tail),
+            "cpu": None if cpu is None else round(cpu, 6),
+            "peak": peak,
+            "oom": oom,
+        }
 
     def close(self) -> None:
         """The agent is gone (or we were told to stop): kill every job, then exit."""
@@ -452,6 +536,12 @@ def read_tail(path: str, limit: int) -> str:
             skip += 1
         data = data[skip:]
     return data.decode("utf-8", errors="replace")
+
+
+def _limits(msg: dict[str, Any]) -> cgroups.Limits:
+    return cgroups.Limits(
+        memory=msg.get("memory"), pids=msg.get("pids_max"), cpu_weight=msg.get("cpu_weight", 100)
+    )
 
 
 def _start_error(e: OSError, argv: list[str], cwd: str) -> str:

@@ -75,6 +75,11 @@ class Outcome:
     # Killed (or never started) because the lease it ran under was not renewed in time: the
     # node must not report it; the master runs it again once the lease has expired.
     fenced: bool = False
+    # What the attempt used: from its cgroup (everything in it), else from the main process
+    # and the children it waited for. None: not known (it never started).
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    oom_killed: bool = False  # the kernel killed a process of it: over its memory limit
 
     @property
     def succeeded(self) -> bool:
@@ -105,8 +110,12 @@ class JobProcess:
         extra_env: Mapping[str, str] = _NO_ENV,
         on_done: Callable[[JobProcess], None] | None = None,
         fence: int | None = None,
+        pids_max: int | None = defaults.JOB_PIDS_MAX,
+        cpu_weight: int = defaults.JOB_CPU_WEIGHT,
     ) -> None:
-        """`fence`: run only while this fence is open (see `extend_fence`); None: no limit."""
+        """`fence`: run only while this fence is open (see `extend_fence`); None: no limit.
+        `pids_max` and `cpu_weight`: the job's cgroup limits (cgroups.Limits), with the
+        spec's memory_mb as its memory limit."""
         validate_job_id(job_id)  # it becomes a directory name
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
@@ -120,7 +129,10 @@ class JobProcess:
         self.extra_env = dict(extra_env)
         self.on_done = on_done
         self.fence = fence
+        self.pids_max = pids_max
+        self.cpu_weight = cpu_weight
         self._fenced = False
+        self._usage: tuple[float | None, int | None, bool] = (None, None, False)
         # Strings: built once per attempt, and pathlib costs more than the job's start.
         # Absolute, because the supervisor works from "/".
         self._data_dir = os.path.abspath(data_dir)
@@ -254,6 +266,9 @@ class JobProcess:
             "timeout": self.spec.timeout,
             "grace": self.kill_grace,
             "fence": self.fence,
+            "memory": self.spec.memory_mb << 20 if self.spec.memory_mb else None,
+            "pids_max": self.pids_max,
+            "cpu_weight": self.cpu_weight,
         }
 
     def _identity(self) -> Identity:
@@ -304,11 +319,13 @@ class JobProcess:
             replied.set()
 
     def _on_exit(self, code: int, t: float, timed_out: bool, stopped: bool,
-                 tails: tuple[str, str], fenced: bool) -> None:  # fmt: skip
+                 tails: tuple[str, str], fenced: bool,
+                 usage: tuple[float | None, int | None, bool]) -> None:  # fmt: skip
         with self._lock:
             if self._done.is_set():
                 return
             self._fenced = fenced
+            self._usage = usage
             self._tails = tails
             self._code = code
             self._ended_at = t
@@ -361,6 +378,9 @@ class JobProcess:
             stderr_tail=self._tails[1],
             error=self._error,
             fenced=self._fenced,
+            cpu_seconds=self._usage[0],
+            peak_memory_bytes=self._usage[1],
+            oom_killed=self._usage[2],
         )
 
 
@@ -507,8 +527,9 @@ class _Supervisor:
             job._finish(error=msg["error"], fenced=msg.get("fenced", False))
         else:
             tails = (msg["stdout_tail"], msg["stderr_tail"])
+            usage = (msg["cpu"], msg["peak"], msg["oom"])
             job._on_exit(msg["code"], msg["t"], msg["timed_out"], msg["stopped"], tails,
-                         msg["fenced"])  # fmt: skip
+                         msg["fenced"], usage)  # fmt: skip
 
     def _lost(self) -> None:
         """The supervisor exited: kill what it was watching ourselves, and fail those attempts."""

@@ -28,6 +28,7 @@ ROOMS = {
     "config": "settings",
     "node": "node",
     "node.jobshim": "jobshim",
+    "node.cgroups": "jobshim",
     "duties": "duties",
     "client": "api",
     "cli": "cli",

@@ -1,0 +1,169 @@
+"""Jobs in cgroups, with real processes: limits, kill by cgroup, usage in the result.
+
+Needs rights to make cgroups (root on these machines, which have the v1 controllers; a Pi's
+agent has a delegated v2 subtree). Without them the tests are skipped with the reason, and
+fail in CI (root), where they must run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from picluster_agent.client import Client
+from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
+from picluster_agent.jobs.records import JobState
+from picluster_agent.jobs.spec import build_spec
+from picluster_agent.node import cgroups
+from picluster_agent.node.runner import JobProcess, Outcome, supervisor_pid
+
+from conftest import Agents, picluster
+
+CONFINED, WHY = cgroups.probe()
+if not CONFINED:
+    if os.environ.get("CI"):
+        pytest.fail(f"cgroup tests must run in CI: {WHY}", pytrace=False)
+    pytest.skip(WHY, allow_module_level=True)
+
+# Allocates MiB of memory and touches every page (a Python on every machine that runs this).
+HOG = [sys.executable, "-c", "import sys; b = bytearray(int(sys.argv[1]) << 20); print('done')"]
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., JobProcess]]:
+    started: list[JobProcess] = []
+
+    def make(command: Any, *, job_id: str = "job1", **kw: Any) -> JobProcess:
+        spec_kw = {k: kw.pop(k) for k in ("shell", "memory_mb") if k in kw}
+        kw.setdefault("kill_grace", 1.0)
+        proc = JobProcess(build_spec(command, **spec_kw), job_id=job_id, attempt=1, node="pi7",
+                          data_dir=tmp_path, **kw)  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop(grace=0)
+        proc.wait(5)
+
+
+def finish(proc: JobProcess, timeout: float = 20.0) -> Outcome:
+    outcome = proc.wait(timeout)
+    assert outcome is not None, "job did not finish in time"
+    return outcome
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_process_that_left_the_jobs_session_dies_when_the_job_is_stopped(
+    make: Callable[..., JobProcess], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    # setsid (not a group leader: it does not fork) leaves the job's session and group.
+    proc = make(f"setsid sleep 1000 & echo $! > {pid_file}; sleep 1000", shell=True)
+    proc.start()
+    escaped = wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10)
+    escaped_pid = int(escaped)
+    wait_for(lambda: os.getsid(escaped_pid) == escaped_pid, 5, what="setsid")
+    assert os.getsid(escaped_pid) != proc.pid
+    proc.stop(grace=0.5)
+    outcome = finish(proc)
+    assert outcome.cancelled
+    assert not alive(escaped_pid)
+
+
+def test_a_job_over_its_memory_limit_is_killed_and_nothing_else(
+    make: Callable[..., JobProcess],
+) -> None:
+    neighbour = make(["sleep", "1"], job_id="neighbour")
+    neighbour.start()
+    shim = supervisor_pid()
+    hog = make([*HOG, "200"], job_id="hog", memory_mb=32)
+    hog.start()
+    outcome = finish(hog)
+    assert outcome.oom_killed
+    assert outcome.signal == 9 and "done" not in outcome.stdout_tail
+    assert outcome.peak_memory_bytes is not None and outcome.peak_memory_bytes <= 32 << 20
+    # The node's other parts are untouched: the supervisor, the agent (us), the other job.
+    assert supervisor_pid() == shim and shim is not None and alive(shim)
+    other = finish(neighbour)
+    assert other.succeeded and not other.oom_killed
+    # Under its limit, the same program runs to the end.
+    fits = finish_started(make([*HOG, "8"], job_id="fits", memory_mb=64))
+    assert fits.succeeded and not fits.oom_killed and "done" in fits.stdout_tail
+
+
+def finish_started(proc: JobProcess) -> Outcome:
+    proc.start()
+    return finish(proc)
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit(make: Callable[..., JobProcess]) -> None:
+    # Bounded and safe: a shell loop that wants 200 sleeping children, allowed 20 processes.
+    bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait"
+    proc = make(bomb, shell=True, pids_max=20)
+    outcome = finish_started(proc)
+    assert not outcome.succeeded
+    assert "fork" in outcome.stderr_tail.lower(), outcome.stderr_tail
+
+
+def test_cpu_time_and_peak_memory_are_measured(make: Callable[..., JobProcess]) -> None:
+    burn = (
+        "import time; b = bytearray(48 << 20); t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass"
+    )
+    # In a child of a shell: the cgroup counts every process of the job, not only the main one.
+    outcome = finish_started(make(f"{sys.executable} -c '{burn}'; true", shell=True))
+    assert outcome.succeeded
+    assert outcome.cpu_seconds is not None and outcome.cpu_seconds >= 0.3
+    assert outcome.peak_memory_bytes is not None and outcome.peak_memory_bytes >= 48 << 20
+
+
+# --- through an agent ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
+    base = tmp_path_factory.mktemp("cgroups")
+    cluster = EtcdCluster(base / "etcd", 1).start()
+    group = Agents(cluster, f"/cg-{uuid.uuid4().hex[:6]}", base / "agents")
+    config = base / "agent.yaml"
+    config.write_text("job_pids_max: 64\n")
+    group.start("pi1", slots=2, extra_args=["--config", str(config)])
+    group.wait_registered(1)
+    group.wait_leader()
+    yield group
+    group.stop_all()
+    cluster.stop_all()
+
+
+def test_out_of_memory_is_the_reason_and_status_shows_the_usage(node: Agents) -> None:
+    client = Client(node.cluster.endpoints_csv, prefix=node.prefix)
+    hog = client.submit([*HOG, "200"], memory_mb=32).id
+    fits = client.submit([*HOG, "8"], memory_mb=64).id
+    for job_id in (hog, fits):
+        wait_for(lambda j=job_id: client.status(j).state.final, 30, what=f"job {job_id}")
+    failed = client.status(hog)
+    assert failed.state is JobState.FAILED
+    assert failed.record is not None and failed.record.reason == "out of memory"
+    done = client.status(fits)
+    assert done.state is JobState.SUCCEEDED
+    assert done.result is not None and done.result.peak_memory_bytes is not None
+    assert done.result.peak_memory_bytes >= 8 << 20 and done.result.cpu_seconds is not None
+    out = picluster("status", "--endpoints", node.cluster.endpoints_csv, "--prefix", node.prefix,
+                    fits)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "cpu time: " in out.stdout and "peak memory: " in out.stdout
+    assert "jobs run in cgroups" in node.started[0].log_text()
