@@ -58,10 +58,11 @@ Supervisor -> agent:
 where C is the main process's exit code, or -N when it was killed by signal N, and a tail is
 the last `tail` bytes of the output, decoded as UTF-8 (errors replaced).
 
-Files of an attempt: `job_dir` (mode 0755, owned by the agent's user, shared by the job's
-attempts) holds the attempt's `stdout` and `stderr` (0640) and, when the job has no cwd of
-its own, its `work_dir` (0750); those three belong to `uid`:`gid` when given, and an earlier
-run's leftovers of the same attempt are removed first. One directory per job and one per
+Files of an attempt: `job_dir` (mode 0711, owned by the agent's user, shared by the job's
+attempts, in a `jobs/` dir of mode 0711: a job cannot list the others) holds the attempt's
+`stdout` and `stderr` (0600, the agent's: the job writes them through its descriptors) and,
+when the job has no cwd of its own, its `work_dir` (0700, `uid`:`gid`'s when given); an
+earlier run's leftovers of the same attempt are removed first. One directory per job and one per
 attempt, no more (the outputs sit beside the work dir, not in a directory of their own).
 
 All paths are absolute: the supervisor works from "/" and borrows the job's cwd only for the
@@ -99,6 +100,7 @@ PARENT_POLL = 0.5  # seconds between getppid() checks
 DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 # Signals 1-31 but the two no process can catch; 32 and up are the real-time range.
 _CATCHABLE = tuple(s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP))
@@ -151,6 +153,7 @@ class Supervisor:
         os.set_blocking(out_fd, False)
         self.umask = os.umask(0o022)
         os.umask(self.umask)
+        self.private_dirs: set[str] = set()  # jobs/ dirs made unlistable (0711) already
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -173,6 +176,7 @@ class Supervisor:
     def run(self) -> int:
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        confine_jobs()
         while True:
             if not self.closing and os.getppid() != self.agent_pid:
                 self.close()  # the agent died before or despite PDEATHSIG
@@ -329,15 +333,24 @@ class Supervisor:
     def _prepare(self, msg: dict[str, Any]) -> list[int]:
         """Make the attempt's files and work dir; the output files' descriptors, opened."""
         job_dir = msg["job_dir"]
+        jobs_dir = os.path.dirname(job_dir)
+        if jobs_dir not in self.private_dirs:  # once: also a data dir from an older version
+            try:
+                os.mkdir(jobs_dir, 0o711)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # the first job, or the data dir was removed
+                os.makedirs(jobs_dir, 0o711, exist_ok=True)
+            if os.path.isdir(jobs_dir):  # else the job's mkdir below says what is wrong
+                os.chmod(jobs_dir, 0o711)
+                self.private_dirs.add(jobs_dir)
         try:
-            os.mkdir(job_dir, 0o755)
+            os.mkdir(job_dir, 0o711)
         except FileExistsError:
             pass
-        except FileNotFoundError:  # the first job, or the data dir was removed
-            os.makedirs(job_dir, 0o755, exist_ok=True)
         else:
-            if self.umask & 0o755:  # a stricter umask than systemd's default took bits away
-                os.chmod(job_dir, 0o755)
+            if self.umask & 0o711:  # a stricter umask than systemd's default took bits away
+                os.chmod(job_dir, 0o711)
         try:
             return self._make_attempt_files(msg)
         except FileExistsError:  # leftovers of an earlier run of this same attempt
@@ -348,16 +361,15 @@ class Supervisor:
     def _make_attempt_files(msg: dict[str, Any]) -> list[int]:
         uid, gid = msg.get("uid"), msg.get("gid")
         # O_EXCL and no symlinks: the files are new and ours (we may be root, writing where
-        # a job user can see).
+        # a job user can see). The outputs stay ours, 0600: the job writes them through the
+        # descriptors it inherits, and no job (all run as one user) reads another's.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         fds: list[int] = []
         try:
             for path in (msg["stdout"], msg["stderr"]):
-                fds.append(os.open(path, flags, 0o640))
-                if uid is not None and gid is not None:
-                    os.fchown(fds[-1], uid, gid)
+                fds.append(os.open(path, flags, 0o600))
             if msg.get("work_dir"):
-                os.mkdir(msg["work_dir"], 0o750)
+                os.mkdir(msg["work_dir"], 0o700)
                 if uid is not None and gid is not None:
                     os.chown(msg["work_dir"], uid, gid)
         except OSError:
@@ -638,6 +650,27 @@ def _children(parent: int) -> list[int]:
         if len(fields) > 1 and int(fields[1]) == parent:
             found.append(int(entry))
     return found
+
+
+def confine_jobs() -> None:
+    """What every job inherits from the supervisor, set once here (no cost per job).
+
+    - No new privileges (as root, where jobs change user): no job can regain root through a
+      setuid or file-capability binary (sudo, su, ...), whatever the unit says. Changing
+      user with setuid() is not affected: it is not an exec that gains anything.
+    - The OOM killer's default score: the agent's unit protects it (OOMScoreAdjust below 0),
+      and its children inherit that; jobs must not, so that a machine-wide OOM kill hits a
+      job before the agent or etcd. The supervisor itself is small and never the choice.
+    """
+    if os.geteuid() == 0:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            if int(f.read()) < 0:
+                f.seek(0)
+                f.write("0")  # raising it needs no privilege
+    except (OSError, ValueError):
+        pass
 
 
 def _prctl(option: int, value: int) -> None:

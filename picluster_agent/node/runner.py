@@ -17,8 +17,9 @@ process also keeps it cheap: starting a job costs one fork+exec of the job itsel
 Python interpreter per job.
 
 Files of an attempt, made by the supervisor (the job's directory is root-owned when the
-agent is root, so a job cannot swap them for symlinks; the files and work dir belong to the
-job's user):
+agent is root, so a job cannot swap them for symlinks; the outputs stay root's, 0600, and
+only the work dir belongs to the job's user; `jobs/` and the job's directory are 0711, so a
+job cannot list other jobs):
 
     <data_dir>/jobs/<job_id>/<attempt>.stdout
     <data_dir>/jobs/<job_id>/<attempt>.stderr

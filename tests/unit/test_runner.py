@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -571,9 +572,13 @@ def test_run_as_user(
     uid, gid, names = outcome.stdout_tail.splitlines()
     assert (int(uid), int(gid)) == (job_user.pw_uid, job_user.pw_gid)
     assert names == f"{job_user.pw_name} {job_user.pw_name} /nonexistent"
-    for path in (proc.stdout_path, proc.stderr_path, proc.work_dir, proc.work_dir / "mine"):
+    for path in (proc.work_dir, proc.work_dir / "mine"):
         assert (path.stat().st_uid, path.stat().st_gid) == (job_user.pw_uid, job_user.pw_gid)
-    assert proc.stdout_path.parent.stat().st_uid == 0  # the job's dir stays the agent's
+    # The job's dir and its outputs stay the agent's (the job writes through descriptors).
+    for path in (proc.stdout_path, proc.stderr_path, proc.stdout_path.parent):
+        assert path.stat().st_uid == 0
+    assert stat.S_IMODE(proc.stdout_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(proc.stdout_path.parent.parent.stat().st_mode) == 0o711
 
 
 def test_run_as_user_gets_supplementary_groups(
