@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .. import __version__
-from ..errors import ConfigError, InvalidName
-from ..etcd.adapter import EtcdClient, cmp_absent, op_get, op_put
+from .. import __version__, defaults
+from ..errors import ConfigError, InvalidName, PiclusterError
+from ..etcd.adapter import (
+    KV,
+    EtcdClient,
+    Event,
+    Watch,
+    cmp_absent,
+    cmp_modified_at,
+    op_get,
+    op_put,
+)
 from ..etcd.keys import Keys, validate_node_name
 from .election import current_leader
 from .session import Session
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,13 @@ def _check_registration(info: NodeInfo) -> None:
         raise UnreadableRegistration("started_at is not a time")
 
 
-def register(session: Session, keys: Keys, info: NodeInfo) -> None:
-    """Claim the node's name for this lease; refuse if another live agent holds it.
+def register(session: Session, keys: Keys, info: NodeInfo) -> int:
+    """Claim the node's name for this lease; refuse if another live agent holds it. Returns
+    the revision at which the registration is ours.
 
     Put-if-absent closes the race of two agents started with the same name; a key already
-    under our own lease (a retried request) counts as ours.
+    under our own lease (a retried request) counts as ours. A key under no lease is no
+    agent's (a plain `etcdctl put`): it is taken over, if nobody wrote it since we read it.
     """
     key = keys.node(info.name)
     res = session.client.txn(
@@ -103,15 +118,89 @@ def register(session: Session, keys: Keys, info: NodeInfo) -> None:
         [op_get(key)],
     )
     if res.succeeded:
-        return
+        return res.revision
     holder = res.ranges[0][0] if res.ranges and res.ranges[0] else None
     if holder is not None and holder.lease == session.lease_id:
-        return
+        return holder.mod_revision
+    if holder is not None and holder.lease == 0:
+        taken = session.client.txn(
+            [cmp_modified_at(key, holder.mod_revision)],
+            [op_put(key, info.to_json(), lease=session.lease_id)],
+        )
+        if taken.succeeded:
+            log.warning("registration %s held no agent's lease: taken over", key)
+            return taken.revision
     raise ConfigError(
         f"node name {info.name!r} is already registered by a live agent (lease {holder.lease:x})"
         if holder
         else f"node name {info.name!r} is taken"
     )
+
+
+class RegistrationKeeper:
+    """Puts the node's registration back whenever someone else deletes or overwrites it (a
+    plain `etcdctl`): without it the master gives the node no work while it runs.
+
+    Watches the node's key from `revision` (where `register` left it). `stop()` it before
+    the lease is revoked, whose deletion of the key is not to be undone.
+    """
+
+    def __init__(self, session: Session, keys: Keys, info: NodeInfo, revision: int) -> None:
+        self.session = session
+        self.key = keys.node(info.name)
+        self.value = info.to_json().encode()
+        self._stopped = threading.Event()
+        self._watch = self._watch_from(revision)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._watch.stop()
+
+    def _watch_from(self, revision: int) -> Watch:
+        return self.session.client.watch(
+            self.key,
+            self._on_events,
+            start_revision=revision + 1,
+            is_prefix=False,
+            name="registration-watch",
+            on_compacted=lambda _e: self._resume(),
+        )
+
+    def _on_events(self, events: list[Event], _revision: int) -> None:
+        for e in events:
+            self._check(e.kv if e.type == "PUT" else None)
+
+    def _check(self, kv: KV | None) -> None:
+        """`kv`: the key as it now is (None: deleted). An error here makes the watch
+        deliver the event again: retried with backoff."""
+        if self._stopped.is_set() or self.session.done.is_set():
+            return  # the lease is gone or going: so must the registration
+        lease = self.session.lease_id
+        if kv is not None and kv.lease == lease:
+            return  # our own (`update` may have changed it)
+        if kv is not None and kv.lease != 0:
+            log.error("registration %s now held by lease %x: left to it", self.key, kv.lease)
+            return
+        # Only if nothing was written since (a newer event comes next otherwise).
+        guard = cmp_absent(self.key) if kv is None else cmp_modified_at(self.key, kv.mod_revision)
+        res = self.session.client.txn([guard], [op_put(self.key, self.value, lease=lease)])
+        if res.succeeded:
+            how = "deleted" if kv is None else "overwritten"
+            log.warning("registration %s was %s by someone else: put back", self.key, how)
+
+    def _resume(self) -> None:
+        """The watch fell behind compaction: look at the key now, then watch from there."""
+        backoff = defaults.RETRY_BACKOFF_MIN
+        while not (self._stopped.is_set() or self.session.done.is_set()):
+            try:
+                now = self.session.client.txn([], [op_get(self.key)])
+                self._check(now.ranges[0][0] if now.ranges[0] else None)
+                self._watch = self._watch_from(now.revision)
+                return
+            except PiclusterError as e:
+                log.warning("registration watch: %s; again in %.1fs", e, backoff)
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import defaults
 from ..config import AgentConfig
 from ..coord.election import Election, retry_transient
-from ..coord.registry import NodeInfo, register
+from ..coord.registry import NodeInfo, RegistrationKeeper, register
 from ..coord.session import Session, SessionState
 from ..endpoints import preferred_order
 from ..errors import (
@@ -145,8 +145,9 @@ class Agent:
             prefetch=self.cfg.prefetch,
             lease=f"{session.lease_id:x}",
         )
-        self._register_with_retry(session, info)
+        revision = self._register_with_retry(session, info)
         log.info("registered as %s (lease %x)", info.name, session.lease_id)
+        keeper = RegistrationKeeper(session, self.keys, info, revision)
 
         session_stop = threading.Event()
         self._broken = threading.Event()
@@ -174,6 +175,7 @@ class Agent:
                 ):
                     self.stop_event.wait(0.5)
         finally:
+            keeper.stop()  # before the lease goes: its deletion of the key is final
             session_stop.set()
             if worker_thread is not None:
                 worker_thread.join()
@@ -183,14 +185,13 @@ class Agent:
             raise AgentFailure(f"the worker failed: {failures[0]!r}") from failures[0]
         session.check()
 
-    def _register_with_retry(self, session: Session, info: NodeInfo) -> None:
+    def _register_with_retry(self, session: Session, info: NodeInfo) -> int:
         deadline = time.monotonic() + self.cfg.lease_ttl + 2
         while True:
             try:
-                retry_transient(
+                return retry_transient(
                     lambda: register(session, self.keys, info), session, self.stop_event
                 )
-                return
             except ConfigError:
                 # A previous incarnation of this agent (killed -9) may still hold the name
                 # until its lease expires: wait that long before giving up.

@@ -85,6 +85,36 @@ def test_an_invalid_queue_key_is_ignored_with_one_warning(hostile: Agents, clien
     assert len(warned) == 1 and "WARNING" in warned[0], warned
 
 
+def test_live_registrations_overwritten_or_deleted_are_put_back(
+    hostile: Agents, client: Client
+) -> None:
+    """Without them the master would give those nodes no work while their agents run."""
+    hostile.client.put(hostile.keys.node("pi1"), "garbage")
+    hostile.client.put(hostile.keys.node("pi2"), '{"name": "pi2", "slots": 2}')  # no lease
+    hostile.client.delete(hostile.keys.node("pi2"))
+    ordinary_job_completes(client)
+    for name in NODES:
+        wait_for(
+            lambda name=name: (
+                (kv := hostile.client.get(hostile.keys.node(name))) is not None and kv.lease != 0
+            ),
+            10,
+            what=f"{name}'s registration back under its lease",
+        )
+
+
+def test_an_agent_starts_over_a_registration_no_agent_holds(hostile: Agents) -> None:
+    hostile.client.put(hostile.keys.node("pi3"), '{"name": "pi3", "slots": 1}')  # no lease
+    agent = hostile.start("pi3", slots=1)
+    wait_for(
+        lambda: (kv := hostile.client.get(hostile.keys.node("pi3"))) is not None and kv.lease,
+        20,
+        what="pi3 registered under its lease",
+    )
+    agent.terminate()
+    assert agent.proc is not None and agent.proc.returncode == 0
+
+
 def test_a_spec_too_large_to_assign_is_rejected_and_the_queue_moves_on(
     hostile: Agents, client: Client
 ) -> None:
@@ -112,9 +142,6 @@ names = st.one_of(
 def _key(sub: str, name: str) -> str:
     if sub == "assign":
         return f"assign/{name}" if "/" in name else f"assign/pi1/{name}"
-    if sub == "nodes" and name in NODES:
-        # Overwriting a live agent's registration takes that node away (not a crash).
-        return f"nodes/{name}-x"
     return f"{sub}/{name}" if sub != "leader" else "leader"
 
 
