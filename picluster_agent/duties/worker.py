@@ -239,10 +239,12 @@ class Worker:
             if record.id in self.jobs:
                 return
             self.jobs[record.id] = job
+            # The cancel watch may deliver before this one: such a job never waits for a slot.
             job.cancel_requested = record.id in self.cancels
-            if spec is not None:
+            waits = spec is not None and not job.cancel_requested
+            if waits:
                 self.waiting.append(job)
-        if invalid is not None:
+        if not waits:
             self._finish(job, None, error=invalid)  # never takes a slot
             return
         self._dispatch()
