@@ -323,6 +323,8 @@ class Supervisor:
                 # the agent fails and kills every job it had (runner: `_lost`).
                 assert self.cgroups is not None
                 self.cgroups.leave()
+        if group is not None:
+            group.adopt(pid)
         outputs = (msg["stdout"], msg["stderr"])
         job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"],
                    msg.get("fence"), group)  # fmt: skip
