@@ -266,16 +266,16 @@ def _own_cgroups() -> dict[str, str]:
 class _V2(Cgroups):
     version = 2
 
-    def __init__(self, own_path: str, owner: int) -> None:
-        base = V2_ROOT + own_path.rstrip("/")
+    def __init__(self, own_path: str, owner: int, mount: str = V2_ROOT) -> None:
+        base = mount + own_path.rstrip("/")
         if own_path.endswith("/" + AGENT_LEAF):  # a supervisor started after the move below
             base = base[: -len(AGENT_LEAF) - 1]
         self.base = base
+        # Without a controller, its limit is left out (the log at start says which); the
+        # placement, the kill and the CPU time need none.
         available = _read(f"{base}/cgroup.controllers").split()
-        missing = [c for c in ("memory", "pids") if c.encode() not in available]
-        if missing:
-            raise CgroupError(f"cgroup v2 controllers {', '.join(missing)} not available in {base}")
         self.controllers = [c for c in V2_CONTROLLERS if c.encode() in available]
+        self.missing = [c for c in ("memory", "pids") if c not in self.controllers]
         _sweep_stale(base)
         self.home = [f"{base}/cgroup.procs"]
         if own_path != "/":
@@ -288,11 +288,13 @@ class _V2(Cgroups):
                 with contextlib.suppress(ProcessLookupError):
                     _write(f"{leaf}/cgroup.procs", str(pid))
         enable = " ".join("+" + c for c in self.controllers)
-        _write(f"{base}/cgroup.subtree_control", enable)
+        if enable:
+            _write(f"{base}/cgroup.subtree_control", enable)
         self.root = f"{base}/{SUBTREE}{owner}"
         os.mkdir(self.root)
         try:
-            _write(f"{self.root}/cgroup.subtree_control", enable)
+            if enable:
+                _write(f"{self.root}/cgroup.subtree_control", enable)
         except OSError:
             os.rmdir(self.root)
             raise
@@ -301,7 +303,11 @@ class _V2(Cgroups):
         self.busy: list[str] = []  # released while not yet removable: removed later
 
     def describe(self) -> str:
-        return f"cgroup v2 ({', '.join(self.controllers)}) under {self.base}"
+        missing = ""
+        if self.missing:
+            missing = f"; no {' or '.join(self.missing)} controller there: no such limit"
+        controllers = ", ".join(self.controllers) or "no controllers"
+        return f"cgroup v2 ({controllers}) under {self.base}{missing}"
 
     def job(self, limits: Limits) -> JobCgroup:
         if self.weight != limits.cpu_weight and "cpu" in self.controllers:
@@ -312,13 +318,13 @@ class _V2(Cgroups):
         path = f"{self.root}/{self.count}"
         os.mkdir(path)
         try:
-            if limits.memory is not None:
-                _write(f"{path}/memory.max", str(limits.memory))
-                with contextlib.suppress(FileNotFoundError):  # a kernel without swap accounting
-                    _write(f"{path}/memory.swap.max", "0")
-            with contextlib.suppress(FileNotFoundError):
+            if "memory" in self.controllers:
+                if limits.memory is not None:
+                    _write(f"{path}/memory.max", str(limits.memory))
+                    with contextlib.suppress(FileNotFoundError):  # no swap accounting
+                        _write(f"{path}/memory.swap.max", "0")
                 _write(f"{path}/memory.oom.group", "1")  # an OOM kill ends the whole job
-            if limits.pids is not None:
+            if limits.pids is not None and "pids" in self.controllers:
                 _write(f"{path}/pids.max", str(limits.pids))
         except OSError:
             os.rmdir(path)
@@ -361,9 +367,11 @@ class _V2Job(JobCgroup):
         cpu = _field(_read(f"{self.path}/cpu.stat"), b"usage_usec") / 1e6
         try:
             peak: int | None = int(_read(f"{self.path}/memory.peak"))
-        except FileNotFoundError:  # before Linux 5.19
-            peak = None
-        oom = _field(_read(f"{self.path}/memory.events"), b"oom_kill")
+            oom = _field(_read(f"{self.path}/memory.events"), b"oom_kill")
+        except FileNotFoundError:  # no memory controller, or memory.peak before Linux 5.19
+            peak, oom = None, 0
+            with contextlib.suppress(FileNotFoundError):
+                oom = _field(_read(f"{self.path}/memory.events"), b"oom_kill")
         return Usage(cpu, peak, oom)
 
     def release(self) -> None:

@@ -167,3 +167,53 @@ def test_out_of_memory_is_the_reason_and_status_shows_the_usage(node: Agents) ->
     assert out.returncode == 0, out.stderr
     assert "cpu time: " in out.stdout and "peak memory: " in out.stdout
     assert "jobs run in cgroups" in node.started[0].log_text()
+
+
+# --- cgroup v2 ----------------------------------------------------------------------------------
+
+
+def v2_hierarchy() -> tuple[str, str]:
+    """(mount, this process's path there): the machine's v2 hierarchy, also the unified one
+    that a v1 machine mounts beside its controllers (no controllers there: no limits, but
+    placement, kill and CPU time work as on a Pi)."""
+    with open("/proc/self/cgroup") as f:
+        own = next(line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::"))
+    for mount in (cgroups.V2_ROOT, f"{cgroups.V2_ROOT}/unified"):
+        if os.path.exists(f"{mount}/cgroup.controllers"):
+            return mount, own
+    pytest.fail("no cgroup v2 hierarchy on this machine")
+
+
+def test_cgroup_v2_places_tracks_kills_and_counts() -> None:
+    mount, own = v2_hierarchy()
+    if own != "/" and mount == f"{cgroups.V2_ROOT}/unified":
+        pytest.fail(f"expected the unified hierarchy's root, got {own}")
+    group_of = cgroups._V2(own, os.getpid(), mount)
+    try:
+        group = group_of.job(cgroups.Limits(pids=64))
+        group.enter()
+        try:
+            pid = os.posix_spawn(
+                "/bin/sh", ["sh", "-c", "setsid sleep 1000 & x=0; while [ $x -lt 20000 ]; "
+                            "do x=$((x+1)); done; sleep 1000"], {"PATH": "/usr/bin:/bin"}
+            )  # fmt: skip
+        finally:
+            group_of.leave()
+        group.adopt(pid)
+        members = wait_for(
+            lambda: len(cgroups._pids(group.procs)) == 3 and cgroups._pids(group.procs), 10
+        )
+        assert pid in members and os.getpid() not in members
+        escaped = [p for p in members if p != pid and os.getsid(p) == p]
+        assert escaped, "the setsid child is in the job's cgroup"
+        assert not group.empty()
+        group.kill()
+        os.waitpid(pid, 0)
+        wait_for(group.empty, 10, what="the cgroup to empty")
+        assert not any(alive(p) for p in members)
+        used = group.usage()
+        assert used.cpu_seconds is not None and used.cpu_seconds > 0
+        group.release()
+    finally:
+        group_of.close()
+    assert not os.path.exists(group_of.root)
