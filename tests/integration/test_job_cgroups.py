@@ -8,6 +8,7 @@ fail in CI (root), where they must run.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -217,3 +218,48 @@ def test_cgroup_v2_places_tracks_kills_and_counts() -> None:
     finally:
         group_of.close()
     assert not os.path.exists(group_of.root)
+
+
+# --- without rights -----------------------------------------------------------------------------
+
+FALLBACK = """
+import sys
+from picluster_agent.jobs.spec import build_spec
+from picluster_agent.node import cgroups
+from picluster_agent.node.runner import JobProcess
+
+confined, line = cgroups.probe()
+print(confined)
+print(line)
+proc = JobProcess(build_spec(["sh", "-c", "echo hi"]), job_id="j1", attempt=1, node="pi7",
+                  data_dir=sys.argv[1], pids_max=20)
+proc.start()
+outcome = proc.wait(20)
+print(outcome.exit_code, outcome.stdout_tail.strip(), outcome.cpu_seconds is not None,
+      outcome.peak_memory_bytes is not None)
+"""
+
+
+def test_without_rights_to_cgroups_jobs_run_in_process_groups_and_the_agent_says_why(
+    tmp_path: Path,
+) -> None:
+    # A mount namespace of this test's own where every cgroup hierarchy is read-only: the
+    # agent has no rights to them, as an agent run by hand by a user has none.
+    remount = (
+        "for d in $(awk '{for (i = 7; $i != \"-\"; i++); if ($(i + 1) ~ /^cgroup/) print $5}' "
+        "/proc/self/mountinfo); do "
+        'mount -o remount,bind,ro "$d" || exit 1; done'
+    )
+    script = tmp_path / "fallback.py"
+    script.write_text(FALLBACK)
+    out = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f'{remount} && exec "$0" "$1" "$2"', sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    confined, line, result = out.stdout.splitlines()
+    assert confined == "False"
+    assert line.startswith("jobs run without cgroups (Read-only file system")
+    assert "process groups only" in line
+    assert result == "0 hi True True"  # the job ran; its usage from getrusage
