@@ -1,9 +1,10 @@
 """Chaos run: random faults from a seed while jobs stream in, then the history checker's table.
 
 Five nodes, each in its own network namespace (3 with an etcd member and an agent, 2 with an
-agent only), production timing: the agents' default lease TTL, the etcd role's heartbeat and
-election timeout. The seed fixes the faults (kind, time, node or role, duration) and the
-jobs (a third longer than the lease TTL, the rest under a second). Root only.
+agent only), production timing: the etcd role's heartbeat and election timeout, and the lease
+TTL the timing rule gives for them (the agents' default). The seed fixes the faults (kind,
+time, node or role, duration) and the jobs (a third longer than the lease TTL, the rest
+under a second). Root only.
 
     sudo .venv/bin/python bench/chaos.py --seed 1 --jobs 1000 --minutes 10
 

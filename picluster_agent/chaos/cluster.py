@@ -2,9 +2,10 @@
 real processes, and the faults a stack of Pis sees.
 
 A node is one namespace holding an agent and, on the first `etcd_nodes` nodes, an etcd
-member. Production timing by default: the agents' default lease TTL, and the heartbeat and
-election timeout read from the etcd role's defaults. The harness itself stays in the root
-namespace and reaches every node over the bridge, as a submitter on the LAN would.
+member. Production timing by default: the heartbeat and election timeout read from the etcd
+role's defaults, and the lease TTL the timing rule gives for them (the agents' default).
+The harness itself stays in the root namespace and reaches every node over the bridge, as a
+submitter on the LAN would.
 
 Faults (each undone by `heal_all`):
     agents   kill -9 (and start again), SIGSTOP / SIGCONT
