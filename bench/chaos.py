@@ -88,7 +88,7 @@ def main() -> int:
             )
         )
     if args.keep or not result.verdict.ok:
-        print(f"logs and marks kept in {base}")
+        print(f"logs, marks and violations.txt (each violating job's story) kept in {base}")
     else:
         shutil.rmtree(base, ignore_errors=True)
     return 0 if result.verdict.ok else 1

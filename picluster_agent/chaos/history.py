@@ -327,3 +327,24 @@ def check(
                 )
             )
     return verdict
+
+
+def job_story(job: str, events: Iterable[KeyEvent], marks: Iterable[Mark]) -> list[str]:
+    """Everything recorded about one job, in order: its keys' changes, then its runs."""
+    lines = []
+    for e in events:
+        rest = e.key.partition("/")[2]
+        if rest != job and not rest.endswith(f"/{job}"):
+            continue
+        v = e.value or {}
+        detail = " ".join(
+            f"{k}={v[k]}" for k in ("state", "attempt", "node", "epoch", "reason") if k in v
+        )
+        lines.append(f"rev {e.revision} {e.type} {e.key} {detail}".rstrip())
+    for run in runs_from_marks(m for m in marks if m.job == job).get(job, []):
+        end = "ended" if run.ended else "last seen"
+        lines.append(
+            f"run attempt {run.attempt} on {run.node} pid {run.pid}: "
+            f"start {run.start:.3f}, {end} {run.last:.3f}"
+        )
+    return lines

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..client import Client
 from ..errors import NotFound
 from .cluster import NetCluster, Node
-from .history import Verdict, check
+from .history import Verdict, check, job_story
 from .recorder import (
     Submitter,
     job_command,
@@ -290,9 +290,21 @@ def chaos_run(
     cluster.wait_etcd_healthy(60)
     unfinished = _wait_acked(client, submitter.acked(), drain_timeout)
     events = read_history(cluster.client, cluster.prefix)
-    verdict = check(submitter.submissions, read_marks(marks_file), events)
+    marks = read_marks(marks_file)
+    verdict = check(submitter.submissions, marks, events)
     client.close()
+    if verdict.violations:
+        _write_stories(work_dir / "violations.txt", verdict, events, marks)
     return ChaosResult(seed, injected, verdict, unfinished, time.monotonic() - t0)
+
+
+def _write_stories(path: Path, verdict: Verdict, events: list, marks: list) -> None:
+    """Each violation with the story of its job: what to read first after a failed run."""
+    with path.open("w") as out:
+        for v in verdict.violations:
+            out.write(f"{v.kind}: {v.job or ''} {v.detail}\n")
+            for line in job_story(v.job, events, marks) if v.job else []:
+                out.write(f"    {line}\n")
 
 
 def _wait_acked(client: Client, ids: list[str], timeout: float) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from picluster_agent.chaos.history import KeyEvent, Mark, Submission, check
+from picluster_agent.chaos.history import KeyEvent, Mark, Submission, check, job_story
 
 
 def put(rev: int, key: str, create: int | None = None, **value: object) -> KeyEvent:
@@ -162,3 +162,10 @@ def test_a_mark_line_cut_short_by_a_kill_is_skipped():
     mark = Mark("beat", 12.5, "A", 2, "n3", 77)
     assert Mark.parse(mark.line()) == mark
     assert Mark.parse("beat 12.5 A 2") is None
+
+
+def test_a_jobs_story_lists_its_key_changes_then_its_runs():
+    story = job_story("A", ELECTED + CLEAN_A, run("A", 1, "n1", 10, 0, 1))
+    assert story[0] == "rev 3 PUT queue/A"
+    assert "rev 4 PUT assign/n1/A state=assigned attempt=1 node=n1 epoch=2" in story
+    assert story[-1] == "run attempt 1 on n1 pid 10: start 0.000, ended 1.000"
