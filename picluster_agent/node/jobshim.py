@@ -28,12 +28,14 @@ server-side expiry. Deadlines only move forward. When a fence's deadline passes,
 under it gets SIGKILL at once, and a spawn under a passed (or unknown) fence is refused: the
 master may already have given that job to another node.
 
-Every job runs in its own session and process group (the group id is the job's pid); stop,
-timeout and clean-up act on the whole group. An attempt is reported finished only when its
-main process has exited *and* its group is empty: leftovers (`sleep 1000 &`) get SIGTERM,
-then SIGKILL after the job's grace. A process that leaves the group on purpose (setsid,
-double fork into a new session) is beyond a process-group kill; on a node the systemd unit's
-KillMode=control-group covers that case.
+Every job runs in its own session and process group (the group id is the job's pid) and,
+where the machine allows, in a cgroup of its own (`cgroups`: limits, usage, and a kill that
+reaches what left the group: setsid, a double fork into a new session); stop, timeout and
+clean-up act on both. An attempt is reported finished only when its main process has exited
+*and* nothing of it is left: leftovers (`sleep 1000 &`) get SIGTERM, then SIGKILL after the
+job's grace. Without cgroups, a process that leaves the group on purpose is beyond a
+process-group kill; on a node the systemd unit's KillMode=control-group covers that case.
+As root the supervisor also sets no_new_privs for every job (`confine_jobs`).
 
 This module imports only the standard library: it is run as a script by path with `python -I
 -S`, so that nothing from the agent's package or environment is needed or loaded.

@@ -3,7 +3,7 @@
     proc = JobProcess(spec, job_id=..., attempt=2, node="pi3", data_dir=Path("/var/lib/picluster"))
     proc.start()                 # never raises for job-level problems
     outcome = proc.wait(1.0)     # None while still running
-    proc.stop()                  # SIGTERM to the job's process group, SIGKILL after the grace
+    proc.stop()                  # SIGTERM to the job (group, cgroup), SIGKILL after the grace
 
 An agent running many short jobs does not park a thread per job: it passes `on_done` (called
 once, on the supervisor's reader thread, when the attempt has ended) and starts the attempt
@@ -217,8 +217,9 @@ class JobProcess:
             self._replied.wait()
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop the attempt: SIGTERM to its whole process group, SIGKILL after `grace` seconds
-        (default: kill_grace). The outcome then has cancelled=True. No-op once finished."""
+        """Stop the attempt: SIGTERM to its process group and cgroup, SIGKILL after `grace`
+        seconds (default: kill_grace). The outcome then has cancelled=True. No-op once
+        finished."""
         with self._lock:
             if self._done.is_set():
                 return
