@@ -68,10 +68,14 @@ class RunningJob:
 
 
 def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
-    confined, how = cgroups.probe()  # once, at the start: how jobs will be confined
-    log.log(logging.INFO if confined else logging.WARNING, "%s", how)
+    said = False
 
     def duty(session: Session, stop: StopSignal) -> None:
+        nonlocal said
+        if not said:  # once, when the first session starts: how jobs will be confined
+            said = True  # (not before: an agent refused at start says one line, its refusal)
+            confined, how = cgroups.probe()
+            log.log(logging.INFO if confined else logging.WARNING, "%s", how)
         Worker(cfg, session, stop).run()
 
     return duty

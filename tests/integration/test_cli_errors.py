@@ -449,6 +449,8 @@ BAD_SETTINGS: dict[str, list[object]] = {
     "keep_finished": ["abc", -1, 1.5, None],
     "keep_finished_seconds": ["abc", -1, float("inf"), None],
     "prefetch": ["abc", -1, 1.5, None],
+    "job_pids_max": ["abc", "64", 0, 1, -1, 1.5, 4_194_305, True, None],
+    "job_cpu_weight": ["abc", "20", 0, -1, 10_001, 2.5, True, None],
 }
 
 
