@@ -12,7 +12,7 @@ import pwd
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,22 @@ def from_flags(args: Any) -> tuple[dict[str, Any], Connection]:
         cert=args.cert,
         key=args.key,
     )
-    return file, conn
+    return file, _group_identity_if_needed(file, conn, given=(args.cert, args.key))
+
+
+def _group_identity_if_needed(
+    file: Mapping[str, Any], conn: Connection, *, given: tuple[str | None, str | None]
+) -> Connection:
+    """On a node, a member of the `picluster` group cannot read the agent's key: the CLI
+    then speaks as the node's group identity (a submitter), when the file names one and no
+    certificate was chosen by flag or environment."""
+    chosen = any(given) or any(os.environ.get(ENV[n]) for n in ("cert", "key"))
+    group_cert, group_key = file.get("group_cert"), file.get("group_key")
+    if chosen or not (group_cert and group_key) or conn.key is None:
+        return conn
+    if os.access(conn.key, os.R_OK) or not os.access(group_key, os.R_OK):
+        return conn
+    return replace(conn, cert=group_cert, key=group_key)
 
 
 def parse_labels(items: list[str] | Mapping[str, Any] | None) -> dict[str, str]:
@@ -293,6 +308,11 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "cacert": _text,
     "cert": _text,
     "key": _text,
+    # The node's `picluster` group identity (etcd role picluster-submitter, key readable by
+    # the group): the CLI's, for a user who cannot read `key` (the agent's). The agent
+    # never uses it.
+    "group_cert": _text,
+    "group_key": _text,
     "lease_ttl": _lease_ttl,
     "etcd_election_timeout": _election_timeout,
     "slots": _integer(1),
@@ -321,7 +341,8 @@ def check_setting(name: str, value: Any) -> Any:
 
 
 def _path_or_none(name: str, value: Any) -> str | None:
-    return None if value is None else check_setting(name, value)  # type: ignore[no-any-return]
+    # "~/.config/picluster/ca.crt" in a person's bundle (playbooks/users.yml) is theirs.
+    return None if value is None else os.path.expanduser(check_setting(name, value))
 
 
 def build_agent_config(

@@ -435,6 +435,8 @@ BAD_SETTINGS: dict[str, list[object]] = {
     "cacert": ["", 5, None, ["a"]],
     "cert": ["", 5, None],
     "key": ["", 5, None],
+    "group_cert": ["", 5, None],
+    "group_key": ["", 5, None],
     "lease_ttl": ["abc", "3", 1, 0, -1, 1.5, True, None],
     "etcd_election_timeout": ["abc", "2", 0, -1, 61, float("nan"), True, None],
     "slots": ["abc", "4", 0, -1, 2.5, True, None],

@@ -91,3 +91,44 @@ def test_labels_mapping_and_list():
     assert parse_labels({"camera": "yes"}) == {"camera": "yes"}
     assert parse_labels(["arch=arm64", "model = pi4"]) == {"arch": "arm64", "model": "pi4"}
     assert parse_labels(None) == {}
+
+
+def _cli_args(config, **given):
+    from types import SimpleNamespace
+
+    base = dict(endpoints=None, prefix=None, cacert=None, cert=None, key=None)
+    return SimpleNamespace(config=str(config), **{**base, **given})
+
+
+def test_a_node_user_who_cannot_read_the_agents_key_speaks_as_the_group(tmp_path, monkeypatch):
+    """The CLI on a node (issue 15): the agent's key is root's; a member of the `picluster`
+    group reads the group's key instead. Unreadable here is a path that does not exist:
+    root reads every file whatever its mode."""
+    from picluster_agent.config import from_flags
+
+    for name in ("PICLUSTER_CERT", "PICLUSTER_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    group_key = tmp_path / "group.key"
+    group_key.write_text("k")
+    config = tmp_path / "agent.yaml"
+
+    def write(agent_key):
+        config.write_text(
+            f"cert: /x/agent.crt\nkey: {agent_key}\n"
+            f"group_cert: {tmp_path}/group.crt\ngroup_key: {group_key}\n"
+        )
+
+    write("/nonexistent/agent.key")
+    _, conn = from_flags(_cli_args(config))
+    assert (conn.cert, conn.key) == (f"{tmp_path}/group.crt", str(group_key))
+    # A certificate chosen by flag or environment is never replaced.
+    _, conn = from_flags(_cli_args(config, cert="/mine.crt", key="/mine.key"))
+    assert conn.key == "/mine.key"
+    monkeypatch.setenv("PICLUSTER_KEY", "/env.key")
+    assert from_flags(_cli_args(config))[1].key == "/env.key"
+    monkeypatch.delenv("PICLUSTER_KEY")
+    # Whoever reads the agent's key (root) stays the agent.
+    agent_key = tmp_path / "agent.key"
+    agent_key.write_text("k")
+    write(agent_key)
+    assert from_flags(_cli_args(config))[1].key == str(agent_key)
