@@ -257,7 +257,7 @@ def chaos_run(
     seconds: float,
     every_kind: bool,
     work_dir: Path,
-    drain_timeout: float = 180.0,
+    drain_stall: float = 120.0,
     log: Callable[[str], None] = print,
 ) -> ChaosResult:
     """Stream `jobs` jobs over `seconds` while the seed's faults hit `cluster` (started),
@@ -288,7 +288,7 @@ def chaos_run(
         stop.set()
         cluster.heal_all()
     cluster.wait_etcd_healthy(60)
-    unfinished = _wait_acked(client, submitter.acked(), drain_timeout)
+    unfinished = _wait_acked(client, submitter.acked(), drain_stall)
     events = read_history(cluster.client, cluster.prefix)
     marks = read_marks(marks_file)
     verdict = check(submitter.submissions, marks, events)
@@ -307,14 +307,20 @@ def _write_stories(path: Path, verdict: Verdict, events: list, marks: list) -> N
                 out.write(f"    {line}\n")
 
 
-def _wait_acked(client: Client, ids: list[str], timeout: float) -> int:
-    """Wait until every acknowledged job is final; returns how many are not."""
+def _wait_acked(client: Client, ids: list[str], stall: float) -> int:
+    """Wait until every acknowledged job is final, for as long as jobs keep finishing (a
+    backlog left by the faults can take minutes): give up only after `stall` seconds without
+    one job becoming final. Returns how many are not final."""
     known = []
     for job_id in ids:
         with contextlib.suppress(NotFound):  # an acknowledged job etcd lost: the checker says so
             ride_out(lambda job_id=job_id: client.status(job_id))
             known.append(job_id)
-    if not known:
-        return len(ids)
-    statuses = wait_final(client, known, timeout)
-    return sum(1 for job_id in ids if not (job_id in statuses and statuses[job_id].state.final))
+    pending = set(known)
+    while pending:
+        statuses = wait_final(client, sorted(pending), stall)
+        done = {job_id for job_id, status in statuses.items() if status.state.final}
+        if not done:
+            break
+        pending -= done
+    return len(ids) - len(known) + len(pending)
