@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # How often finished jobs' directories past retention are looked for.
 JANITOR_INTERVAL = 10.0
+# How often the supervisor's fence follows the session's renewals (one a second at most).
+FENCE_TICK = 0.1
 # A result whose output tails would take its report past etcd's request limit (a large
 # result_tail_bytes, or output that JSON escapes six-fold) is sent with this much of each
 # stream instead; all of it stays in the job's files.
@@ -128,6 +130,11 @@ class Worker:
         threading.Thread(
             target=self.janitor.run, args=(sweeping, JANITOR_INTERVAL), name="janitor", daemon=True
         ).start()
+        # Its own thread: this loop may wait seconds on an etcd read, and the fence must keep
+        # up with every renewal meanwhile, or the supervisor kills jobs of a live session.
+        threading.Thread(
+            target=self._keep_fence, args=(sweeping,), name="fence", daemon=True
+        ).start()
         watches: list = []  # type: ignore[type-arg]
         watching = False
         next_try, backoff = 0.0, defaults.RETRY_BACKOFF_MIN
@@ -141,7 +148,6 @@ class Worker:
                 ):
                     self._lease_guard_fired()
                     break
-                self._extend_fence()
                 # A reporter thread that failed beyond retrying: the agent stops as a whole
                 # (no part of it may die alone).
                 if self.reporter.failure is not None:
@@ -348,7 +354,12 @@ class Worker:
             assert outcome is not None
             # Killed by the lease guard, or by the supervisor because the lease may be gone:
             # not reported (the master runs the job again once the lease has expired).
-            if not self.abandoned.is_set() and not outcome.fenced:
+            if outcome.fenced:
+                # The fence passed while this session may still be alive (this process was
+                # frozen, or the fence fell behind): its assignments would hold jobs that no
+                # longer run. Drop the session, so that the master runs them again.
+                self._lease_guard_fired()
+            elif not self.abandoned.is_set():
                 self._finish(job, outcome)
         finally:
             self._release(job)
@@ -446,9 +457,12 @@ class Worker:
     # ------------------------------------------------------------ losing the lease
 
     def _lease_guard_fired(self) -> None:
-        """Keepalives are not getting through: stop every job before the lease can expire."""
-        self.abandoned.set()
+        """Keepalives are not getting through: stop every job before the lease can expire.
+        Once per session, from whichever thread sees it first."""
         with self.lock:
+            if self.abandoned.is_set():
+                return
+            self.abandoned.set()
             jobs = list(self.jobs.values())
         for job in jobs:
             if job.process is not None:
@@ -460,6 +474,12 @@ class Worker:
             len(jobs),
         )
         self.session.expire_locally()
+
+    def _keep_fence(self, done: threading.Event) -> None:
+        while not done.wait(FENCE_TICK):
+            if self.abandoned.is_set() or self.session.done.is_set():
+                return
+            self._extend_fence()
 
     def _extend_fence(self) -> None:
         """Tell the supervisor how long this session's jobs may run if we cannot act."""
