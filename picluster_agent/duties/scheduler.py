@@ -30,8 +30,9 @@ from ..jobs.records import JobRecord, JobState, UnreadableRecord
 from ..jobs.spec import SpecError, parse_spec
 from ..stopping import StopSignal
 from .backlog import Backlog, Pending
+from .cancels import Cancels
 from .retention import Finished
-from .view import ClusterView, ignored
+from .view import ClusterView, ignored, record_or_none
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,15 @@ class Scheduler:
         self.view = ClusterView(self.keys)
         self.backlog = Backlog()
         self.finished = Finished()
+        self.cancels = Cancels(
+            self.client,
+            self.keys,
+            self.view,
+            self.backlog,
+            self.finished,
+            self._fenced,
+            lambda: self.election.create_revision,
+        )
         self._next_gc = time.monotonic() + GC_INTERVAL
         self._last_step = 0.0
         self._last_assigned = 0  # jobs assigned by the last step
@@ -133,7 +143,7 @@ class Scheduler:
         self._last_step = time.monotonic()
         self._process_submissions()
         self._release_ended()
-        self._process_cancels()
+        self.cancels.process()
         self._last_assigned = len(self.view.capacity.running)
         self._schedule()
         self._last_assigned = len(self.view.capacity.running) - self._last_assigned
@@ -287,7 +297,7 @@ class Scheduler:
             del self.view.ended[:handled]
 
     def _classify(self, node: str, job_id: str, kv: KV) -> None:
-        record = _record_or_none(kv, job_id)
+        record = record_or_none(kv, job_id)
         if record is None:
             return
         if record.state.final:
@@ -320,54 +330,6 @@ class Scheduler:
             self.finished.add(now, record.id)
         else:
             self._add_rerun(new, res.revision)
-
-    # ------------------------------------------------------------ cancellation
-
-    def _process_cancels(self) -> None:
-        new, self.view.new_cancels = self.view.new_cancels, set()
-        todo = sorted(new | {job_id for job_id in self.backlog if job_id in self.view.cancels})
-        for i, job_id in enumerate(todo):
-            if job_id not in self.view.cancels:
-                continue
-            try:
-                p = self.backlog.get(job_id)
-                if p is not None:
-                    self._cancel_pending(p)
-                elif job_id not in self.view.capacity.running:
-                    self._cleanup_cancel(job_id)
-            except PiclusterError:
-                self.view.new_cancels.update(todo[i:])  # tried again at the next step
-                raise
-
-    def _cancel_pending(self, p: Pending) -> None:
-        now = time.time()
-        change = transitions.cancel_queued(
-            self.keys,
-            p.record or transitions.first_record(p.id, p.spec, p.seq, now),
-            p.source_key,
-            p.source_revision,
-            fresh=p.fresh,
-            now=now,
-            epoch=self.election.create_revision,
-        )
-        done = self._fenced(change)  # raises with nothing changed here: retried
-        self.backlog.pop(p.id)
-        self.view.cancels.discard(p.id)
-        if done:
-            log.info("job %s cancelled while queued", p.id)
-            self.finished.add(now, p.id)
-
-    def _cleanup_cancel(self, job_id: str) -> None:
-        """A cancel for a job that is finished or unknown here: re-check, then drop the key."""
-        kv = self.client.get(self.keys.job(job_id))
-        queued = self.client.get(self.keys.queue(job_id))
-        if queued is not None:
-            return  # a submission not yet seen by us: handled when it arrives
-        record = _record_or_none(kv, job_id) if kv is not None else None
-        if record is not None and not record.state.final:
-            return  # running or about to be re-run: the worker / the re-queue handles it
-        self.view.cancels.discard(job_id)
-        self._fenced(transitions.drop_cancel(self.keys, job_id))
 
     # ------------------------------------------------------------ placement
 
@@ -486,7 +448,7 @@ class Scheduler:
                     raise
                 return
             if job_kv is not None:
-                record = _record_or_none(job_kv, p.id)
+                record = record_or_none(job_kv, p.id)
                 running = self.view.capacity.running
                 if record and record.state.active and record.node and p.id not in running:
                     self.view.capacity.place(p.id, record.node, record.attempt, p.spec)
@@ -499,7 +461,7 @@ class Scheduler:
             if p.fresh:
                 self.view.fresh_queue[p.id] = kv
             else:
-                record = _record_or_none(kv, p.id)
+                record = record_or_none(kv, p.id)
                 if record is not None and record.state is JobState.QUEUED:
                     self._add_rerun(record, kv.mod_revision)
         node_kv = self.client.get(self.keys.node(node.name))
@@ -541,13 +503,3 @@ def _assign_cost(item: Assignment) -> tuple[int, int, int]:
     """An assignment's share of a txn: its compares plus (at most) one on its node."""
     change = item[2]
     return len(change.compares) + 1, len(change.ops), txn_bytes(change.compares, change.ops) + 64
-
-
-def _record_or_none(kv: KV, job_id: str) -> JobRecord | None:
-    """The job record at `kv`, or None (and one warning) for one that picluster did not
-    write: it is left alone, never acted on."""
-    try:
-        return JobRecord.from_json(kv.value, job_id)
-    except UnreadableRecord as e:
-        ignored(kv.key, f"unreadable job record: {e}")
-        return None

@@ -14,6 +14,7 @@ from ..coord.registry import NodeInfo, UnreadableRegistration
 from ..etcd.adapter import KV, EtcdClient, Event, Watch
 from ..etcd.keys import Keys
 from ..jobs.placement import Capacity, NodeSlots
+from ..jobs.records import JobRecord, UnreadableRecord
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +157,13 @@ class ClusterView:
 def ignored(key: str, why: str) -> None:
     """One warning for a key that no picluster writer makes: it is left alone."""
     log.warning("ignored %r: %s", key, why)
+
+
+def record_or_none(kv: KV, job_id: str) -> JobRecord | None:
+    """The job record at `kv`, or None (and one warning) for one that picluster did not
+    write: it is left alone, never acted on."""
+    try:
+        return JobRecord.from_json(kv.value, job_id)
+    except UnreadableRecord as e:
+        ignored(kv.key, f"unreadable job record: {e}")
+        return None
