@@ -190,6 +190,18 @@ class _Member:
 
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# The same deadline as seen by the server: etcd 3.4 answers UNKNOWN "context deadline
+# exceeded" when the client's deadline passes while it waits (for a leader, a read index, a
+# commit), which can arrive before the client's own DEADLINE_EXCEEDED. Not a refusal: the
+# request may have been applied, and another member may answer.
+_SERVER_SIDE_DEADLINE = "context deadline exceeded"
+
+
+def _connection_trouble(e: grpc.RpcError) -> bool:
+    """Trouble that another try (or another member) may cure; anything else is a refusal."""
+    if e.code() in _RETRYABLE:
+        return True
+    return e.code() == grpc.StatusCode.UNKNOWN and (e.details() or "") == _SERVER_SIDE_DEADLINE
 
 
 # The connection died before any request could be written: while connecting, or during the
@@ -351,7 +363,7 @@ class EtcdClient:
         reason = _tls_failure(e)
         if reason is not None:
             raise ConfigError(f"TLS failure talking to {self.endpoints[index]}: {reason}") from e
-        if e.code() not in _RETRYABLE:
+        if not _connection_trouble(e):
             raise refusal(e) from e
 
     def _rotate_from(self, index: int) -> None:

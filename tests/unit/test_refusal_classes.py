@@ -14,7 +14,7 @@ from picluster_agent.errors import (
     TooManyRequests,
     Unavailable,
 )
-from picluster_agent.etcd.adapter import refusal
+from picluster_agent.etcd.adapter import _connection_trouble, refusal
 
 Code = grpc.StatusCode
 
@@ -63,3 +63,21 @@ def test_each_refusal_has_its_class(
     # and the CLI's exit code 3 says "nothing was accepted".
     assert isinstance(error, Unavailable) is retry_later
     assert details in str(error) or kind is NoSpace
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "trouble"),
+    [
+        (Code.UNAVAILABLE, "etcdserver: leader changed", True),
+        (Code.DEADLINE_EXCEEDED, "Deadline Exceeded", True),
+        # etcd's side of the client's own deadline (seen while a leader was elected): the
+        # request may have been applied; before, it was taken for a refusal.
+        (Code.UNKNOWN, "context deadline exceeded", True),
+        (Code.UNKNOWN, "something else", False),
+        (Code.INVALID_ARGUMENT, "etcdserver: request is too large", False),
+    ],
+)
+def test_what_is_connection_trouble_and_what_is_a_refusal(
+    code: grpc.StatusCode, details: str, trouble: bool
+) -> None:
+    assert _connection_trouble(Failure(code, details)) is trouble
