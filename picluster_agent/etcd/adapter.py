@@ -528,7 +528,7 @@ class EtcdClient:
         is_prefix: bool = True,
         prev_kv: bool = False,
         name: str = "watch",
-        on_compacted: Callable[[WatchCompacted], None] | None = None,
+        on_compacted: Callable[[WatchEnded], None] | None = None,
         only: str | None = None,
     ) -> Watch:
         """See `Watch`. Long-lived owners must pass `on_compacted` and re-read when called.
@@ -556,12 +556,25 @@ def _short(e: grpc.RpcError) -> str:
     return f"{e.code().name}: {(e.details() or '')[:160]}"
 
 
-class WatchCompacted(PiclusterError):
+class WatchEnded(PiclusterError):
+    """A watch stopped for good: its owner must re-read, then start a new one."""
+
+
+class WatchCompacted(WatchEnded):
     """The revision a watch wanted to resume from was compacted away: re-read, then re-watch."""
 
     def __init__(self, compact_revision: int) -> None:
         super().__init__(f"watch start revision compacted (now at {compact_revision})")
         self.compact_revision = compact_revision
+
+
+class WatchCallbackFailed(WatchEnded):
+    """The owner's `on_events` raised. Resuming would replay the same events into the same
+    failure for ever (a reconnect loop), so the watch ends and the owner re-reads instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"event handler failed: {type(error).__name__}: {error}")
+        self.error = error
 
 
 class Watch:
@@ -573,7 +586,8 @@ class Watch:
     progress request when it has been quiet for a third of `idle_timeout`, and re-created
     when it stays silent for `idle_timeout`: this is how a paused or cut-off member is
     noticed. If the resume revision was compacted, `on_compacted(exc)` runs (if given) and
-    the watch stops; the owner re-reads and starts a new one.
+    the watch stops; the owner re-reads and starts a new one. The same happens, with
+    `WatchCallbackFailed`, when `on_events` itself raises.
     """
 
     def __init__(
@@ -586,7 +600,7 @@ class Watch:
         is_prefix: bool = True,
         prev_kv: bool = False,
         name: str = "watch",
-        on_compacted: Callable[[WatchCompacted], None] | None = None,
+        on_compacted: Callable[[WatchEnded], None] | None = None,
         idle_timeout: float = defaults.WATCH_IDLE_TIMEOUT,
         only: str | None = None,
     ) -> None:
@@ -629,8 +643,10 @@ class Watch:
             try:
                 self._stream_once()
                 backoff = defaults.RETRY_BACKOFF_MIN
-            except WatchCompacted as e:
-                log.error("%s: %s", self._thread.name, e)
+            except WatchEnded as e:
+                log.error(
+                    "%s: %s", self._thread.name, e, exc_info=isinstance(e, WatchCallbackFailed)
+                )
                 if self._on_compacted is not None:
                     self._on_compacted(e)
                 return
@@ -727,9 +743,14 @@ class Watch:
         events = [e for e in events if e.revision >= self.next_revision]
         if events:
             last = max(e.revision for e in events)
-            self._on_events(events, last)
-            self.next_revision = last + 1
+            self._deliver(events, last)
         elif header_rev >= self.next_revision:
             # A progress notification: every event up to header_rev was delivered.
-            self._on_events([], header_rev)
-            self.next_revision = header_rev + 1
+            self._deliver([], header_rev)
+
+    def _deliver(self, events: list[Event], revision: int) -> None:
+        try:
+            self._on_events(events, revision)
+        except Exception as e:
+            raise WatchCallbackFailed(e) from e
+        self.next_revision = revision + 1

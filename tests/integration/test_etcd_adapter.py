@@ -12,7 +12,9 @@ from picluster_agent.etcd.adapter import (
     EtcdClient,
     Event,
     Watch,
+    WatchCallbackFailed,
     WatchCompacted,
+    WatchEnded,
     cmp_absent,
     cmp_created_at,
     op_get,
@@ -167,6 +169,33 @@ def test_watch_reports_compaction(etcd1):
     assert seen[0].compact_revision >= last
     watch.join(2)
     assert not watch.alive
+
+
+def test_a_failing_event_handler_ends_the_watch_for_a_re_read_instead_of_replaying(etcd1):
+    # Before: the handler's exception looked like a lost stream, so the watch reconnected,
+    # got the same event again and failed again, for ever, never reaching later events.
+    client = etcd1.client()
+    start = client.put("/cb/0", "0")
+    calls: list[list[str]] = []
+    ended: list[WatchEnded] = []
+
+    def handler(events: list[Event], revision: int) -> None:
+        calls.append([e.kv.key for e in events])
+        if any(e.kv.key == "/cb/bad" for e in events):
+            raise ValueError("cannot handle this record")
+
+    watch = Watch(client, "/cb/", handler, start_revision=start + 1, on_compacted=ended.append)
+    try:
+        client.put("/cb/bad", "x")
+        wait_for(lambda: ended, 5, what="the watch handing back to its owner")
+        watch.join(2)
+        assert not watch.alive
+        assert isinstance(ended[0], WatchCallbackFailed)
+        assert isinstance(ended[0].error, ValueError)
+        assert [c for c in calls if "/cb/bad" in c] == [["/cb/bad"]]  # delivered once
+        assert watch.reconnects == 0
+    finally:
+        watch.stop()
 
 
 def test_session_keeps_lease_alive_and_revokes_on_close(etcd1):
