@@ -91,6 +91,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from ..duties.agent import Agent, leader_heartbeat
     from ..duties.scheduler import scheduler_duty
     from ..duties.worker import worker_duty_factory
+    from ..observe.metrics import AgentMetrics
 
     file, conn = _load(args)
     cfg = build_agent_config(
@@ -114,10 +115,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
     )
+    metrics = AgentMetrics()
     agent = Agent(
         cfg,
-        master_duties=[leader_heartbeat, scheduler_duty(cfg)],
-        worker_duty=worker_duty_factory(cfg),
+        master_duties=[leader_heartbeat, scheduler_duty(cfg, metrics)],
+        worker_duty=worker_duty_factory(cfg, metrics),
+        metrics=metrics,
     )
     # Fail fast on bad endpoints/TLS before serving: a typo should not look like an outage.
     agent.client.status() if args.check_connection else None

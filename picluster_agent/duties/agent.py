@@ -33,6 +33,7 @@ from ..errors import (
 from ..etcd.adapter import EtcdClient, TLSFiles, op_put
 from ..etcd.keys import Keys
 from ..node.fsinfo import filesystem_of
+from ..observe.metrics import AgentMetrics
 from ..stopping import AnyEvent, StopSignal
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,15 @@ class Agent:
         *,
         master_duties: list[MasterDuty] | None = None,
         worker_duty: WorkerDuty | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.cfg = cfg
         self.keys = Keys(cfg.connection.prefix)
         self.client = make_client(cfg)
+        self.metrics = metrics if metrics is not None else AgentMetrics()
+        self.metrics.describe_node(cfg.name, cfg.slots, cfg.labels, cfg.master)
+        self.client.observer = self.metrics.etcd_request
+        self.session: Session | None = None  # the current one, for /readyz
         self.stop_event = threading.Event()
         self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
         self.worker_duty = worker_duty
@@ -124,13 +130,19 @@ class Agent:
         backoff = defaults.RETRY_BACKOFF_MIN
         while not self.stop_event.is_set():
             try:
-                return Session(self.client, self.cfg.lease_ttl)
+                session = Session(self.client, self.cfg.lease_ttl)
             except ConfigError:
                 raise
             except PiclusterError as e:
                 log.warning("cannot reach etcd (%s); retrying in %.1fs", e, backoff)
                 self.stop_event.wait(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+                continue
+            self.metrics.session_started()
+            self.metrics.session_is(session.state.value)
+            session.add_listener(lambda state: self.metrics.session_is(state.value))
+            self.session = session
+            return session
         return None
 
     def _serve(self, session: Session) -> None:
@@ -236,6 +248,13 @@ class Agent:
 
     def _be_master(self, election: Election, stop: AnyEvent) -> None:
         log.info("MASTER: %s is master", self.cfg.name)
+        self.metrics.master_began(election.create_revision)
+        try:
+            self._run_master_duties(election, stop)
+        finally:
+            self.metrics.master_ended()
+
+    def _run_master_duties(self, election: Election, stop: AnyEvent) -> None:
         threads = []
         step_down = threading.Event()
         errors: list[BaseException] = []

@@ -28,6 +28,7 @@ from ..jobs import transitions
 from ..jobs.placement import NodeSlots, pick
 from ..jobs.records import JobRecord, JobState, UnreadableRecord
 from ..jobs.spec import SpecError, parse_spec
+from ..observe.metrics import AgentMetrics
 from ..stopping import StopSignal
 from .backlog import Backlog, Pending
 from .cancels import Cancels
@@ -49,15 +50,22 @@ class _Resync(Exception):
     """A watch lost its place in etcd's history: the model must be rebuilt from a read."""
 
 
-def scheduler_duty(cfg: AgentConfig):  # type: ignore[no-untyped-def]
+def scheduler_duty(cfg: AgentConfig, metrics: AgentMetrics | None = None):  # type: ignore[no-untyped-def]
     def scheduler(election: Election, stop: StopSignal) -> None:
-        Scheduler(election, cfg, stop).run()
+        Scheduler(election, cfg, stop, metrics).run()
 
     return scheduler
 
 
 class Scheduler:
-    def __init__(self, election: Election, cfg: AgentConfig, stop: StopSignal) -> None:
+    def __init__(
+        self,
+        election: Election,
+        cfg: AgentConfig,
+        stop: StopSignal,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.election = election
         self.client: EtcdClient = election.client
         self.keys = election.keys
@@ -87,6 +95,18 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
+        # Read at scrape time; the attributes are replaced by _reset, so look them up then.
+        readings = {
+            "queue_depth": lambda: len(self.backlog) + len(self.view.fresh_queue),
+            "jobs_assigned": lambda: len(self.view.capacity.running),
+        }
+        self.metrics.read_from(readings)
+        try:
+            self._run()
+        finally:
+            self.metrics.stop_reading(readings)
+
+    def _run(self) -> None:
         backoff = defaults.RETRY_BACKOFF_MIN
         while not self.stop.is_set():
             try:

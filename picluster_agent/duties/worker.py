@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,7 +39,8 @@ from ..jobs.records import JobRecord, JobResult, JobState, UnreadableRecord
 from ..jobs.spec import JobSpec, SpecError, retry_delay
 from ..node import cgroups
 from ..node.janitor import JobDirJanitor
-from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence
+from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence, supervisor_pid
+from ..observe.metrics import AgentMetrics
 from ..stopping import StopSignal
 from .agent import WorkerDuty
 from .reporter import Report, Reporter, report_interval
@@ -69,8 +71,9 @@ class RunningJob:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
-def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
+def worker_duty_factory(cfg: AgentConfig, metrics: AgentMetrics | None = None) -> WorkerDuty:
     said = False
+    metrics = metrics if metrics is not None else AgentMetrics()
 
     def duty(session: Session, stop: StopSignal) -> None:
         nonlocal said
@@ -78,14 +81,21 @@ def worker_duty_factory(cfg: AgentConfig) -> WorkerDuty:
             said = True  # (not before: an agent refused at start says one line, its refusal)
             confined, how = cgroups.probe()
             log.log(logging.INFO if confined else logging.WARNING, "%s", how)
-        Worker(cfg, session, stop).run()
+        Worker(cfg, session, stop, metrics).run()
 
     return duty
 
 
 class Worker:
-    def __init__(self, cfg: AgentConfig, session: Session, stop: StopSignal) -> None:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        session: Session,
+        stop: StopSignal,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.metrics = metrics if metrics is not None else AgentMetrics()
         self.session = session
         self.client: EtcdClient = session.client
         self.keys = Keys(cfg.connection.prefix)
@@ -135,6 +145,8 @@ class Worker:
         threading.Thread(
             target=self._keep_fence, args=(sweeping,), name="fence", daemon=True
         ).start()
+        readings = self._readings()
+        self.metrics.read_from(readings)
         watches: list = []  # type: ignore[type-arg]
         watching = False
         next_try, backoff = 0.0, defaults.RETRY_BACKOFF_MIN
@@ -185,6 +197,28 @@ class Worker:
                 self.abandoned.set()
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
+            self.metrics.stop_reading(readings)
+
+    def _readings(self) -> dict[str, Callable[[], float]]:
+        """This node's gauges, read when metrics are scraped."""
+
+        def running() -> int:
+            with self.lock:
+                return sum(1 for j in self.jobs.values() if j.started and not j.ended.is_set())
+
+        def processes() -> int:
+            with self.lock:
+                jobs = [j for j in self.jobs.values() if j.process is not None]
+            return sum(1 for j in jobs if not j.ended.is_set() and j.process.pid is not None)
+
+        return {
+            "waiting": lambda: len(self.waiting),
+            "running": running,
+            "slots_used": lambda: self.busy_slots,
+            "slots_free": lambda: max(0, self.cfg.slots - self.busy_slots),
+            "supervisors": lambda: 0 if supervisor_pid() is None else 1,
+            "job_processes": processes,
+        }
 
     def _watch(self) -> list:  # type: ignore[type-arg]
         """Read assignments and cancels at one revision, then watch both from there."""
@@ -343,8 +377,10 @@ class Worker:
         # only their result written (one write saved per job, and no queue ahead of it).
         # Queued before the start, so that an attempt ending at once finds and drops it; its
         # record is made only when it is due.
-        self.reporter.mark_running_later(job, time.time())
+        started = time.time()
+        self.reporter.mark_running_later(job, started)
         process.start(wait_started=False)
+        self.metrics.attempt_started(record.attempt, record.submitted_at, started)
 
     def _ended(self, job: RunningJob) -> None:
         """The attempt is over (on the supervisor's reader thread): report it, free its slot."""
@@ -401,15 +437,17 @@ class Worker:
             peak_memory_bytes=outcome.peak_memory_bytes if outcome else None,
         )
         spec = job.spec
+        retrying = (
+            state is JobState.FAILED
+            and error is None
+            and spec is not None
+            and record.failures + 1 < spec.max_attempts
+        )
 
         def report(result: JobResult) -> Report:
             fence = (self.keys, record, result, job.assign_key, job.assign_revision)
-            if (
-                state is JobState.FAILED
-                and error is None
-                and spec is not None
-                and record.failures + 1 < spec.max_attempts
-            ):
+            if retrying:
+                assert spec is not None
                 delay = retry_delay(spec, record.attempt + 1)
                 assert reason is not None
                 change = transitions.retry(*fence, reason=reason, not_before=now + delay)
@@ -433,6 +471,8 @@ class Worker:
                     stderr_tail=result.stderr_tail[-SHORT_TAIL_CHARS:],
                 )
             )
+        run_seconds = outcome.ended_at - outcome.started_at if outcome else None
+        self.metrics.attempt_ended(state.value, run_seconds, retrying)
         self.reporter.drop_mark(record.id)
         self.janitor.note_finished(record.id)
         self.reporter.put(done)

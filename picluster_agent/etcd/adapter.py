@@ -53,6 +53,9 @@ Compare = etcdrpc.Compare
 
 _EVENT_TYPES = {0: "PUT", 1: "DELETE"}  # mvccpb.Event.EventType
 
+# (kind: the gRPC method, seconds, the picluster error class's name or None)
+RequestObserver = Callable[[str, float, str | None], None]
+
 
 def _bytes(data: str | bytes) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else data
@@ -277,6 +280,9 @@ class EtcdClient:
         self._members = [_Member(url, credentials) for url in self.endpoints]
         self._current = 0
         self._lock = threading.Lock()
+        # Told of every request once it is over: (kind, seconds, error class or None). The
+        # agent's metrics set it; nothing here depends on who listens.
+        self.observer: RequestObserver | None = None
 
     def _credentials(self) -> grpc.ChannelCredentials | None:
         if bool(self.tls.cert) != bool(self.tls.key):
@@ -327,6 +333,27 @@ class EtcdClient:
         `stream`: the method is a stream; send `request` alone and return the first answer.
         `timeout`: per endpoint, instead of the client's own.
         """
+        observer = self.observer
+        if observer is None:
+            return self._call_members(service, method, request, idempotent, stream, timeout)
+        began = time.monotonic()
+        try:
+            result = self._call_members(service, method, request, idempotent, stream, timeout)
+        except PiclusterError as e:
+            observer(method, time.monotonic() - began, type(e).__name__)
+            raise
+        observer(method, time.monotonic() - began, None)
+        return result
+
+    def _call_members(
+        self,
+        service: str,
+        method: str,
+        request: Any,
+        idempotent: bool,
+        stream: bool,
+        timeout: float | None,
+    ) -> Any:
         timeout = self.timeout if timeout is None else timeout
         errors: list[str] = []
         start = self._current

@@ -34,20 +34,22 @@ ROOMS = {
     "cli": "cli",
     "__main__": "cli",
     "chaos": "chaos",
+    "observe": "observe",
 }
 
 # Room -> the rooms it may import (its own always included). Lower rooms never import upward.
 ALLOWED = {
     "base": set(),
+    "observe": {"base"},
     "etcd": {"base"},
     "coord": {"base", "etcd"},
     "jobs": {"base", "etcd"},
     "settings": {"base", "etcd", "jobs"},
     "jobshim": set(),  # run by path with `python -I -S`: the standard library only
     "node": {"base", "etcd", "jobs", "jobshim"},
-    "duties": {"base", "etcd", "coord", "jobs", "settings", "node"},
+    "duties": {"base", "etcd", "coord", "jobs", "settings", "node", "observe"},
     "api": {"base", "etcd", "coord", "jobs", "settings"},
-    "cli": {"base", "etcd", "coord", "jobs", "settings", "node", "duties", "api"},
+    "cli": {"base", "etcd", "coord", "jobs", "settings", "node", "duties", "api", "observe"},
     "chaos": {"base", "etcd", "coord", "jobs", "settings", "api"},
 }
 
