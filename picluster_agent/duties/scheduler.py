@@ -408,8 +408,9 @@ class Scheduler:
         changes = [change for _, _, change in batch]
         compares = [c for change in changes for c in change.compares]
         compares += [
-            transitions.node_registered(self.keys, node.name, node.create_revision)
+            compare
             for node in {n.name: n for _, n, _ in batch}.values()
+            for compare in transitions.node_takes_work(self.keys, node.name, node.create_revision)
         ]
         try:
             res = self._fenced_txn(
@@ -489,6 +490,9 @@ class Scheduler:
             self.view.capacity.nodes.pop(node.name, None)
         elif node_kv.create_revision != node.create_revision:
             self.view.node_event(node_kv)
+        drain_kv = self.client.get(self.keys.drain(node.name))
+        if drain_kv is not None:  # ahead of its own watch event (see `node_takes_work`)
+            self.view.apply("drain", [Event("PUT", drain_kv)])
 
     # ------------------------------------------------------------ retention
 
@@ -520,6 +524,11 @@ Assignment = tuple[Pending, NodeSlots, transitions.Transition]
 
 
 def _assign_cost(item: Assignment) -> tuple[int, int, int]:
-    """An assignment's share of a txn: its compares plus (at most) one on its node."""
+    """An assignment's share of a txn: its compares plus (at most) those on its node."""
     change = item[2]
-    return len(change.compares) + 1, len(change.ops), txn_bytes(change.compares, change.ops) + 64
+    node_compares = 2  # see `transitions.node_takes_work`
+    return (
+        len(change.compares) + node_compares,
+        len(change.ops),
+        txn_bytes(change.compares, change.ops) + 64 * node_compares,
+    )

@@ -166,11 +166,13 @@ def assign(
     return Transition(compares, ops, record)
 
 
-def node_registered(keys: Keys, node: str, create_revision: int) -> Compare:
+def node_takes_work(keys: Keys, node: str, create_revision: int) -> list[Compare]:
     """Added once per node to an assignment txn."""
     # The registration is the one whose lease the inbox key is put under: a node that died
-    # (or restarted) since we looked is given no work.
-    return cmp_created_at(keys.node(node), create_revision)
+    # (or restarted) since we looked is given no work. Nor is one drained since: the master
+    # hears of drain/ on another watch stream than queue/, maybe after the job (both may
+    # even be one revision), so its view alone cannot promise the node is not drained.
+    return [cmp_created_at(keys.node(node), create_revision), cmp_absent(keys.drain(node))]
 
 
 def requeue_lost(
@@ -347,7 +349,7 @@ __all__ = [
     "finish",
     "first_record",
     "landed",
-    "node_registered",
+    "node_takes_work",
     "reject",
     "request_cancel",
     "requeue_lost",

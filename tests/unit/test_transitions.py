@@ -113,8 +113,11 @@ def test_assign_rerun() -> None:
     ]
 
 
-def test_node_registered() -> None:
-    assert t.node_registered(K, "pi1", 12) == cmp_created_at(K.node("pi1"), 12)
+def test_node_takes_work_only_while_registered_and_not_drained() -> None:
+    assert t.node_takes_work(K, "pi1", 12) == [
+        cmp_created_at(K.node("pi1"), 12),
+        cmp_absent(K.drain("pi1")),
+    ]
 
 
 def test_requeue_lost() -> None:
