@@ -402,8 +402,11 @@ class EtcdClient:
 
     # ------------------------------------------------------------ KV
 
-    def get(self, key: str) -> KV | None:
-        res = self._call("kv", "Range", etcdrpc.RangeRequest(key=_bytes(key)), idempotent=True)
+    def get(self, key: str, *, revision: int = 0) -> KV | None:
+        """The key now, or as it was at `revision` (a PiclusterError once etcd has
+        compacted that revision away)."""
+        request = etcdrpc.RangeRequest(key=_bytes(key), revision=revision)
+        res = self._call("kv", "Range", request, idempotent=True)
         return KV.from_pb(res.kvs[0]) if res.kvs else None
 
     def get_prefix(
@@ -501,6 +504,12 @@ class EtcdClient:
         except PiclusterError as e:
             if "not found" not in str(e):
                 raise
+
+    def lease_ttls(self, lease_id: int) -> tuple[int, int]:
+        """(seconds left, TTL granted) of a lease; (-1, 0) once it has expired."""
+        request = etcdrpc.LeaseTimeToLiveRequest(ID=lease_id)
+        res = self._call("lease", "LeaseTimeToLive", request, idempotent=True)
+        return int(res.TTL), int(res.grantedTTL)
 
     def time_to_live(self, lease_id: int) -> int:
         """Seconds left (0 in its last second), -1 once expired."""

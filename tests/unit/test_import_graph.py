@@ -31,6 +31,7 @@ ROOMS = {
     "node.cgroups": "jobshim",
     "duties": "duties",
     "client": "api",
+    "ui": "api",  # the status page's data: read like the Python API reads
     "cli": "cli",
     "__main__": "cli",
     "chaos": "chaos",

@@ -1,0 +1,152 @@
+"""What the status page shows, read from etcd: a handful of bounded reads per refresh.
+
+The page must stay cheap on a cluster that keeps 10,000 finished jobs, so nothing here reads
+a whole directory of job records: the queue is counted and its oldest entries read, the
+active jobs are found through the workers' inboxes (`assign/`, at most the cluster's slots
+plus prefetch), and "recent" means the job records modified last (`RECENT_JOBS` of them,
+newest first). The masters before the current one come from etcd's own history of the
+`leader` key, which each master rewrites, fenced, while it leads (see `LeaderHistory`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import Compacted, PiclusterError
+from ..etcd.adapter import KV, EtcdClient
+from ..etcd.keys import Keys
+
+QUEUE_SHOWN = 50  # oldest queue entries read (the rest is only counted)
+RECENT_JOBS = 500  # job records read, the most recently modified first
+MASTERS_SHOWN = 6  # the current master and up to five before it
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Raw reads for one refresh of the page; `state.build_state` makes sense of them."""
+
+    now: float
+    candidates: list[KV]  # election/: the lowest create revision is the master
+    leader: KV | None  # the master's own record
+    earlier_leaders: list[bytes]  # leader records of earlier masters, newest first
+    nodes: list[KV]
+    drained: set[str]
+    leases: dict[int, tuple[int, int]]  # lease id -> (seconds left, granted TTL)
+    assignments: list[KV]
+    queue: list[KV]
+    queue_total: int
+    jobs: list[KV]  # records: the recently modified ones and every active one
+    revision: int = 0
+    errors: list[str] = field(default_factory=list)  # reads that failed (shown on the page)
+
+
+class LeaderHistory:
+    """Earlier masters, from etcd's history of the `leader` key.
+
+    A master's election key is created at revision E (its epoch) and every record it writes
+    carries E, so the `leader` key as it was at revision E - 1 is the last record of the
+    master before it, which names that master's own epoch, and so on. Past revisions never
+    change, so each step is read once and kept; a step that etcd has compacted away (the
+    etcd role keeps an hour) ends the walk.
+    """
+
+    def __init__(self, client: EtcdClient, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._before: dict[int, bytes | None] = {}  # epoch -> record of the master before
+        self._lock = threading.Lock()
+
+    def before(self, record: bytes | None, count: int) -> list[bytes]:
+        out: list[bytes] = []
+        epoch = _epoch_of(record)
+        while epoch > 1 and len(out) < count:
+            previous = self._record_before(epoch)
+            older = _epoch_of(previous)
+            if previous is None or older >= epoch:
+                break
+            out.append(previous)
+            epoch = older
+        return out
+
+    def _record_before(self, epoch: int) -> bytes | None:
+        with self._lock:
+            if epoch in self._before:
+                return self._before[epoch]
+        try:
+            kv = self._client.get(self._keys.leader, revision=epoch - 1)
+            value = kv.value if kv is not None else None
+        except Compacted:
+            value = None  # gone for good: not asked again
+        except PiclusterError:  # etcd unavailable: ask again at the next refresh
+            return None
+        with self._lock:
+            self._before[epoch] = value
+        return value
+
+
+def _epoch_of(record: bytes | None) -> int:
+    if record is None:
+        return 0
+    try:
+        epoch = json.loads(record).get("epoch")
+    except (ValueError, AttributeError):
+        return 0
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else 0
+
+
+def read_snapshot(client: EtcdClient, keys: Keys, history: LeaderHistory) -> Snapshot:
+    """Read what the page shows. Blocking (gRPC): call it from a worker thread."""
+    now = time.time()
+    candidates, revision = client.get_prefix(keys.election_dir)
+    leader = client.get(keys.leader)
+    nodes, _ = client.get_prefix(keys.nodes_dir)
+    drained_kvs, _ = client.get_prefix(keys.drain_dir, keys_only=True)
+    assignments, _ = client.get_prefix(keys.assign_root)
+    queue, _ = client.get_prefix(keys.queue_dir, limit=QUEUE_SHOWN)
+    queue_total = client.count_prefix(keys.queue_dir)
+    recent, _ = client.get_prefix(
+        keys.jobs_dir, limit=RECENT_JOBS, sort_target="MOD", sort_order="DESCEND"
+    )
+    jobs = _with_active(client, keys, recent, assignments)
+    errors: list[str] = []
+    leases: dict[int, tuple[int, int]] = {}
+    for kv in nodes:
+        if kv.lease and kv.lease not in leases:
+            try:
+                leases[kv.lease] = client.lease_ttls(kv.lease)
+            except PiclusterError as e:
+                errors.append(f"lease of {Keys.last_segment(kv.key)}: {e}")
+    earlier = history.before(leader.value if leader else None, MASTERS_SHOWN - 1)
+    return Snapshot(
+        now=now,
+        candidates=candidates,
+        leader=leader,
+        earlier_leaders=earlier,
+        nodes=nodes,
+        drained={Keys.last_segment(kv.key) for kv in drained_kvs},
+        leases=leases,
+        assignments=assignments,
+        queue=queue,
+        queue_total=queue_total,
+        jobs=jobs,
+        revision=revision,
+        errors=errors,
+    )
+
+
+def _with_active(
+    client: EtcdClient, keys: Keys, recent: list[KV], assignments: list[KV]
+) -> list[KV]:
+    """`recent` plus the records of assigned jobs that were not among them (a long run)."""
+    have = {kv.key for kv in recent}
+    missing = []
+    for kv in assignments:
+        found = keys.assignment_of(kv.key)
+        if found is not None and keys.job(found[1]) not in have:
+            missing.append(keys.job(found[1]))
+    if not missing:
+        return recent
+    return recent + list(client.get_many(missing).values())
