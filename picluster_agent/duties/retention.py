@@ -25,9 +25,7 @@ class Finished:
         """Take out (up to `limit`) the jobs beyond the newest `keep` or finished before
         `cutoff`; `put_back` those that could not be removed."""
         doomed: list[str] = []
-        # As before the move: `doomed` is counted twice (it has left `_jobs` already), so one
-        # round may keep more than `keep`; the next rounds remove the rest.
-        while self._jobs and (len(self._jobs) - len(doomed) > keep or self._jobs[0][0] < cutoff):
+        while self._jobs and (len(self._jobs) > keep or self._jobs[0][0] < cutoff):
             doomed.append(self._jobs.popleft()[1])
             if len(doomed) >= limit:
                 break
