@@ -38,7 +38,11 @@ def ext4(tmp_path: Path) -> Iterator[Callable[[bool], Path]]:
 
     yield make
     for mount_point in mounted:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        # A container started meanwhile (Molecule, on the same machine) copies the mount
+        # into its namespace, and a plain umount then says "busy": detach it lazily, the
+        # loop device goes with the last namespace that holds it.
+        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def _started_log(agent: AgentProcess) -> str:
