@@ -36,6 +36,7 @@ COVERED = {
     "undrain",
     "nodes",
     "master",
+    "doctor",
 }
 
 
@@ -152,3 +153,15 @@ def test_nodes_master_drain_undrain(shared):
     assert undrained == {"node": NODE, "drained": False, "was_drained": True}
     again, _ = run_json(shared, "undrain", NODE)
     assert again["was_drained"] is False
+
+
+def test_doctor(shared, monkeypatch):
+    from picluster_agent.cli import doctor
+    from picluster_agent.doctor.result import Check, Level
+
+    # This machine's disks are not the test's to judge.
+    monkeypatch.setattr(doctor, "card_check", lambda: Check("card", Level.OK, "skipped"))
+    report, err = run_json(shared, "doctor")
+    assert report["status"] == "ok" and not err, report
+    assert [c["status"] for c in report["checks"]] == ["ok"] * len(report["checks"])
+    assert {"name", "status", "summary", "details"} == set(report["checks"][0])

@@ -32,6 +32,7 @@ ROOMS = {
     "duties": "duties",
     "client": "api",
     "ui": "api",  # the status page's data: read like the Python API reads
+    "doctor": "doctor",
     "cli": "cli",
     "__main__": "cli",
     "chaos": "chaos",
@@ -50,7 +51,19 @@ ALLOWED = {
     "node": {"base", "etcd", "jobs", "jobshim"},
     "duties": {"base", "etcd", "coord", "jobs", "settings", "node", "observe"},
     "api": {"base", "etcd", "coord", "jobs", "settings"},
-    "cli": {"base", "etcd", "coord", "jobs", "settings", "node", "duties", "api", "observe"},
+    "doctor": {"base", "etcd", "coord", "jobs", "settings", "node", "api"},
+    "cli": {
+        "base",
+        "etcd",
+        "coord",
+        "jobs",
+        "settings",
+        "node",
+        "duties",
+        "api",
+        "observe",
+        "doctor",
+    },
     "chaos": {"base", "etcd", "coord", "jobs", "settings", "api"},
 }
 
