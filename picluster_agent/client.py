@@ -27,6 +27,7 @@ from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
 from .etcd.keys import Keys, validate_job_id, validate_node_name
 from .etcd.limits import txn_bytes, txn_chunks
 from .jobs import transitions
+from .jobs.dependencies import dependencies, judge
 from .jobs.ids import new_job_id
 from .jobs.placement import why_waiting
 from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState, UnreadableRecord
@@ -146,7 +147,27 @@ class Client:
 
     def submit_spec(self, spec: JobSpec, *, id: str | None = None) -> SubmitResult:
         job_id = validate_job_id(id) if id is not None else new_job_id()
+        self._check_dependencies([spec])
         return self._settle(job_id, _encoded(spec), maybe_sent=False)
+
+    def _check_dependencies(self, specs: Sequence[JobSpec]) -> None:
+        """Every job named in a spec's `after` must exist already: so no cycle can form.
+
+        A job of the same submission does not count (it would not be older than its
+        dependent, and the master cancels a job whose dependency is younger)."""
+        wanted = sorted({dep for s in specs for _, dep in dependencies(s.after)})
+        if not wanted:
+            return
+        found = self.etcd.get_many(
+            [k for dep in wanted for k in (self.keys.queue(dep), self.keys.job(dep))]
+        )
+        for dep in wanted:
+            if self.keys.queue(dep) not in found and self.keys.job(dep) not in found:
+                raise SpecError(
+                    f"job {dep} not found: a dependency must be submitted first "
+                    "(unknown, or removed after its retention period)",
+                    field="after",
+                )
 
     def _settle(self, job_id: str, value: str, *, maybe_sent: bool) -> SubmitResult:
         """Submit one job until etcd answers, and tell a job made by us from one that existed.
@@ -191,6 +212,7 @@ class Client:
         if len(set(chosen)) != len(chosen):
             raise SpecError("the same job id appears twice in one submission")
         values = [_encoded(s) for s in specs]
+        self._check_dependencies(specs)
         results: list[SubmitResult] = []
         changes = [transitions.submit(self.keys, i, v) for i, v in zip(chosen, values, strict=True)]
         try:
@@ -269,6 +291,10 @@ class Client:
         )
 
     def _why_waiting(self, record: JobRecord, spec: JobSpec) -> str:
+        if spec.after and record.attempt == 0:
+            held = self._dependency_wait(spec)
+            if held is not None:
+                return held
         nodes = [view.info for view in list_nodes(self.etcd, self.keys)]
         drained = {
             Keys.last_segment(kv.key)
@@ -277,6 +303,28 @@ class Client:
         return why_waiting(
             spec, not_before=record.not_before, reason=record.reason, nodes=nodes, drained=drained
         )
+
+    def _dependency_wait(self, spec: JobSpec) -> str | None:
+        """Which dependency a queued job waits on (the master's rule, `judge`)."""
+        deps = [dep for _, dep in dependencies(spec.after)]
+        found = self.etcd.get_many(
+            [k for dep in deps for k in (self.keys.queue(dep), self.keys.job(dep))]
+        )
+        states: dict[str, str] = {}
+        outcomes: dict[str, JobState] = {}
+        for dep in deps:
+            job_kv = found.get(self.keys.job(dep))
+            record = _readable(job_kv.value, dep) if job_kv is not None else None
+            if record is not None:
+                states[dep] = record.state.value
+                if record.state.final:
+                    outcomes[dep] = record.state
+            elif self.keys.queue(dep) in found:
+                states[dep] = JobState.QUEUED.value
+            else:
+                # Never submitted, or removed: the master cancels the job.
+                return f"will be cancelled: dependency {dep} does not exist"
+        return judge(spec.after, outcomes.get).describe(states)
 
     def jobs(
         self,

@@ -80,7 +80,22 @@ def _spec_from_args(args: argparse.Namespace, command: list[str]) -> JobSpec:
         not_before=not_before,
         name=args.name,
         submitted_at=now,
+        after=_after(args),
     )
+
+
+def _after(args: argparse.Namespace) -> dict[str, list[str]] | None:
+    """--after-ok/--after-any/--after-fail, each repeatable and comma-separated."""
+    after = {
+        cond: [i for ids in given for i in ids]
+        for cond, given in (
+            ("ok", args.after_ok),
+            ("any", args.after_any),
+            ("fail", args.after_fail),
+        )
+        if given
+    }
+    return after or None
 
 
 def _specs_from_file(path: str) -> tuple[list[JobSpec], list[str | None]]:
@@ -409,6 +424,14 @@ def add_parsers(
     p.add_argument(
         "--after", type=argtypes.duration, help="not before this long from now (e.g. 10m)"
     )
+    for cond, when in (("ok", "succeeded"), ("any", "finished"), ("fail", "failed")):
+        p.add_argument(
+            f"--after-{cond}",
+            type=argtypes.job_ids,
+            action="append",
+            metavar="ID[,ID...]",
+            help=f"start only once these jobs have {when} (else: cancelled)",
+        )
     p.add_argument("--name", type=argtypes.text, help="a human-readable name")
     p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
     p.add_argument(

@@ -14,8 +14,9 @@ from ..errors import PiclusterError
 from ..etcd.adapter import EtcdClient
 from ..etcd.keys import Keys
 from ..jobs import transitions
+from ..jobs.records import JobState
 from .backlog import Backlog, Pending
-from .retention import Finished
+from .dependencies import Dependencies
 from .view import ClusterView, record_or_none
 
 # Its lines keep the scheduler's logger name, as before this was split off from it.
@@ -31,7 +32,8 @@ class Cancels:
         keys: Keys,
         view: ClusterView,
         backlog: Backlog,
-        finished: Finished,
+        held: Dependencies,
+        on_final: Callable[[str, JobState, float], None],
         fenced: Callable[[transitions.Transition], bool],
         epoch: Callable[[], int],
     ) -> None:
@@ -39,18 +41,20 @@ class Cancels:
         self.keys = keys
         self.view = view
         self.backlog = backlog
-        self.finished = finished
+        self.held = held  # fresh jobs waiting for their dependencies
+        self._on_final = on_final
         self._fenced = fenced
         self._epoch = epoch  # the election's, read at each write
 
     def process(self) -> None:
         new, self.view.new_cancels = self.view.new_cancels, set()
-        todo = sorted(new | {job_id for job_id in self.backlog if job_id in self.view.cancels})
+        waiting = (*self.backlog, *self.held)
+        todo = sorted(new | {job_id for job_id in waiting if job_id in self.view.cancels})
         for i, job_id in enumerate(todo):
             if job_id not in self.view.cancels:
                 continue
             try:
-                p = self.backlog.get(job_id)
+                p = self.backlog.get(job_id) or self.held.get(job_id)
                 if p is not None:
                     self._cancel_pending(p)
                 elif job_id not in self.view.capacity.running:
@@ -72,10 +76,11 @@ class Cancels:
         )
         done = self._fenced(change)  # raises with nothing changed here: retried
         self.backlog.pop(p.id)
+        self.held.pop(p.id)
         self.view.cancels.discard(p.id)
         if done:
             log.info("job %s cancelled while queued", p.id)
-            self.finished.add(now, p.id)
+            self._on_final(p.id, JobState.CANCELLED, now)
 
     def _cleanup_cancel(self, job_id: str) -> None:
         """A cancel for a job that is finished or unknown here: re-check, then drop the key."""

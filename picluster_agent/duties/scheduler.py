@@ -32,6 +32,7 @@ from ..observe.metrics import AgentMetrics
 from ..stopping import StopSignal
 from .backlog import Backlog, Pending
 from .cancels import Cancels
+from .dependencies import Dependencies
 from .retention import Finished
 from .view import ClusterView, ignored, record_or_none
 
@@ -79,14 +80,17 @@ class Scheduler:
         self.view = ClusterView(self.keys)
         self.backlog = Backlog()
         self.finished = Finished()
+        epoch = lambda: self.election.create_revision  # noqa: E731
+        self.deps = Dependencies(self.client, self.keys, self._fenced, epoch, self._final)
         self.cancels = Cancels(
             self.client,
             self.keys,
             self.view,
             self.backlog,
-            self.finished,
+            self.deps,
+            self._final,
             self._fenced,
-            lambda: self.election.create_revision,
+            epoch,
         )
         self._next_gc = time.monotonic() + GC_INTERVAL
         self._last_step = 0.0
@@ -130,7 +134,7 @@ class Scheduler:
         )
         log.info(
             "scheduler: %d queued, %d running, %d node(s) at revision %d",
-            len(self.backlog) + len(self.view.fresh_queue),
+            len(self.backlog) + len(self.deps) + len(self.view.fresh_queue),
             len(self.view.capacity.running),
             len(self.view.capacity.nodes),
             revision,
@@ -162,6 +166,8 @@ class Scheduler:
     def _step(self) -> None:
         self._last_step = time.monotonic()
         self._process_submissions()
+        for p in self.deps.release():
+            self.backlog.add(p, time.time())
         self._release_ended()
         self.cancels.process()
         self._last_assigned = len(self.view.capacity.running)
@@ -196,7 +202,7 @@ class Scheduler:
             try:
                 record = JobRecord.from_json(kv.value, job_id)
                 if record.state.final:
-                    self.finished.add(record.finished_at or 0.0, record.id)
+                    self._final(record.id, record.state, record.finished_at or 0.0)
                 elif record.state is JobState.QUEUED:
                     self._add_rerun(record, kv.mod_revision)
                 elif record.node and keys.assign(record.node, record.id) in assigned:
@@ -266,7 +272,8 @@ class Scheduler:
                 rejects.append((kv, str(e)))
                 continue
             fresh = Pending(job_id, spec, kv.key, kv.mod_revision, kv.create_revision)
-            self.backlog.add(fresh, time.time())
+            if not self.deps.hold(fresh):  # else it waits for its dependencies there
+                self.backlog.add(fresh, time.time())
         for i, (kv, reason) in enumerate(rejects):
             try:
                 self._reject(kv, reason)
@@ -281,7 +288,7 @@ class Scheduler:
         epoch = self.election.create_revision
         if self._fenced(transitions.reject(self.keys, kv, reason, now, epoch)):
             log.warning("job %s rejected: %s", job_id, reason)
-            self.finished.add(now, job_id)
+            self._final(job_id, JobState.REJECTED, now)
         elif self.client.get(self.keys.job(job_id)) is not None:
             self._drop_duplicate(kv)
 
@@ -321,7 +328,7 @@ class Scheduler:
         if record is None:
             return
         if record.state.final:
-            self.finished.add(record.finished_at or time.time(), job_id)
+            self._final(job_id, record.state, record.finished_at or time.time())
         elif record.state is JobState.QUEUED:
             if job_id not in self.backlog:
                 self._add_rerun(record, kv.mod_revision)
@@ -347,7 +354,7 @@ class Scheduler:
         assert new is not None
         log.warning("job %s: %s", record.id, new.reason)
         if new.state.final:
-            self.finished.add(now, record.id)
+            self._final(record.id, new.state, now)
         else:
             self._add_rerun(new, res.revision)
 
@@ -506,7 +513,13 @@ class Scheduler:
                 self.finished.put_back(doomed[i:])
                 raise
         if doomed:
+            self.deps.forget(doomed)
             log.info("removed %d finished job(s) past retention", len(doomed))
+
+    def _final(self, job_id: str, state: JobState, when: float) -> None:
+        """A job reached a final state: kept until retention; its dependents are woken."""
+        self.finished.add(when, job_id)
+        self.deps.finished(job_id, state)
 
     # ------------------------------------------------------------ fenced writes
 

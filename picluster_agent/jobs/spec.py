@@ -31,6 +31,10 @@ PRIORITY_MAX = 1000
 MAX_RETRY_DELAY = 300.0  # seconds: the cap on the exponential retry backoff
 MAX_NAME_CHARS = 200
 MAX_LABEL_VALUE_CHARS = 63
+# A dependency has finished: succeeded (ok), in any way (any), without succeeding (fail).
+DEPENDENCY_CONDITIONS = ("ok", "any", "fail")
+MAX_DEPENDENCIES = 100
+MAX_ARRAY_INDEX = 999_999
 # Set by the worker for every attempt; a spec may not set them itself.
 RESERVED_ENV = frozenset({"PICLUSTER_JOB_ID", "PICLUSTER_ATTEMPT", "PICLUSTER_NODE"})
 
@@ -77,6 +81,10 @@ class JobSpec:
     not_before: float | None = None
     name: str | None = None
     submitted_at: float | None = None
+    # Jobs that must finish first: {"ok"|"any"|"fail": [job ids]} (docs/JOB_SPEC.md).
+    after: dict[str, list[str]] = field(default_factory=dict)
+    # A member of an array: {"parent": id, "index": n, "max_running": cap or absent}.
+    array: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, value in _checked(self).items():
@@ -99,6 +107,8 @@ class JobSpec:
             out["command"] = list(self.command)
         out["env"] = dict(self.env)
         out["constraints"] = dict(self.constraints)
+        out["after"] = {cond: list(ids) for cond, ids in self.after.items()}
+        out["array"] = dict(self.array)
         return out
 
     def stored_dict(self) -> dict[str, Any]:
@@ -183,6 +193,8 @@ def build_spec(
     not_before: float | None = None,
     name: str | None = None,
     submitted_at: float | None = None,
+    after: Mapping[str, Sequence[str]] | None = None,
+    array: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """Build a spec from Python values, checked exactly like `parse_spec`.
 
@@ -203,6 +215,8 @@ def build_spec(
         "not_before": not_before,
         "name": name,
         "submitted_at": submitted_at,
+        "after": None if after is None else {k: list(v) for k, v in after.items()},
+        "array": None if array is None else dict(array),
     }
     cmd: Any = command if isinstance(command, str) else list(command)
     return JobSpec(command=cmd, **{k: v for k, v in given.items() if v is not None})
@@ -351,6 +365,8 @@ def _checked(spec: JobSpec) -> dict[str, Any]:
         "not_before": _number(spec.not_before, "not_before", minimum=0.0, nullable=True),
         "name": _name(spec.name),
         "submitted_at": _number(spec.submitted_at, "submitted_at", minimum=0.0, nullable=True),
+        "after": _after(spec.after),
+        "array": _array(spec.array),
     }
 
 
@@ -436,6 +452,62 @@ def _name(name: Any) -> str | None:
             field="name",
         )
     return name
+
+
+def _after(after: Any) -> dict[str, list[str]]:
+    if not isinstance(after, Mapping):
+        raise SpecError(
+            f'must be an object like {{"ok": ["JOB-ID"]}}, got {_describe(after)}', field="after"
+        )
+    out: dict[str, list[str]] = {}
+    total = 0
+    for cond, ids in after.items():
+        if cond not in DEPENDENCY_CONDITIONS:
+            raise SpecError(
+                f"{_describe(cond)} is not a condition: use {', '.join(DEPENDENCY_CONDITIONS)}",
+                field="after",
+            )
+        if not isinstance(ids, list | tuple) or not ids:
+            raise SpecError(f"{cond}: must be a non-empty list of job ids", field="after")
+        for job_id in ids:
+            try:
+                validate_job_id(job_id)
+            except InvalidName as e:
+                raise SpecError(f"{cond}: {e}", field="after") from None
+        out[cond] = sorted(set(ids))
+        total += len(out[cond])
+    if total > MAX_DEPENDENCIES:
+        raise SpecError(f"at most {MAX_DEPENDENCIES} dependencies, got {total}", field="after")
+    seen: set[str] = set()
+    for ids in out.values():
+        if seen & set(ids):
+            twice = sorted(seen & set(ids))[0]
+            raise SpecError(f"{twice} is named under two conditions", field="after")
+        seen.update(ids)
+    return out
+
+
+def _array(array: Any) -> dict[str, Any]:
+    if not isinstance(array, Mapping):
+        raise SpecError(f"must be an object, got {_describe(array)}", field="array")
+    if not array:
+        return {}
+    unknown = sorted(k for k in array if k not in ("parent", "index", "max_running"))
+    if unknown or "parent" not in array or "index" not in array:
+        raise SpecError(
+            'must be {"parent": ID, "index": N} with an optional "max_running": N', field="array"
+        )
+    try:
+        validate_job_id(array["parent"])
+    except InvalidName as e:
+        raise SpecError(f"parent: {e}", field="array") from None
+    out = {
+        "parent": array["parent"],
+        "index": _integer(array["index"], "array.index", 0, MAX_ARRAY_INDEX),
+    }
+    if array.get("max_running") is not None:
+        out["max_running"] = _integer(array["max_running"], "array.max_running", 1, None)
+    return out
 
 
 def _number(

@@ -222,13 +222,15 @@ def cancel_queued(
     fresh: bool,
     now: float,
     epoch: int,
+    reason: str = "cancelled before it started",
 ) -> Transition:
     # As `assign`: the source is as we read it and a fresh id unused, so a job assigned or
-    # re-submitted in between is not marked cancelled behind its worker's back.
+    # re-submitted in between is not marked cancelled behind its worker's back. Also the
+    # way out for a job whose dependency can no longer be met (`reason` says which).
     record = base.with_(
         state=JobState.CANCELLED,
         finished_at=now,
-        reason="cancelled before it started",
+        reason=reason,
         history=base.note("cancelled"),
         epoch=epoch,
     )

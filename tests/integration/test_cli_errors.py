@@ -246,6 +246,18 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "--cwd": ["", "relative/dir", "./x", "\n"],
         "--at": ["", "25:00", "12:61", "yesterday", "2026-13-01"],
         "--after": durations,
+        **{
+            f"--after-{cond}": [
+                "",
+                ",",
+                "a,",
+                "a/b",
+                "x,../y",
+                "no-such-job",
+                With(JOB, (f"--after-{other}", JOB)),
+            ]
+            for cond, other in (("ok", "any"), ("any", "fail"), ("fail", "ok"))
+        },
         "submit:--name": ["", "\n", "a\x07b", "x" * 10_000],
         "--array": ["", "abc", "0", "-1", "100001", With("2", ("--id", "fixed-id"))],
         "--file": [

@@ -120,6 +120,11 @@ def test_submit_wait_prints_one_document(shared):
     assert failed["counts"] == {"failed": 1}
     many, _ = run_json(shared, "submit", "--wait", "--array", "3", "--", "true")
     assert many["counts"] == {"succeeded": 3} and len(many["submitted"]) == 3
+    first = many["submitted"][0]["id"]
+    after, _ = run_json(shared, "submit", "--wait", "--after-ok", first, "--", "true")
+    assert after["counts"] == {"succeeded": 1}
+    status, _ = run_json(shared, "status", after["submitted"][0]["id"])
+    assert status["spec"]["after"] == {"ok": [first]}
 
 
 def test_duplicates_and_timeouts_keep_stdout_one_document(shared, tmp_path):
