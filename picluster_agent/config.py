@@ -56,6 +56,7 @@ class AgentConfig:
     job_user: str | None = None  # None: jobs run as the agent's own user
     log_level: str = defaults.LOG_LEVEL
     result_tail_bytes: int = defaults.RESULT_TAIL_BYTES
+    output_cap_bytes: int = defaults.OUTPUT_CAP_BYTES  # per attempt and stream, on the node
     kill_grace: float = defaults.KILL_GRACE
     keep_finished: int = defaults.KEEP_FINISHED
     keep_finished_seconds: float = defaults.KEEP_FINISHED_SECONDS
@@ -205,6 +206,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_LEASE_TTL = 9_000_000_000
 # Both output tails of one result must fit in etcd's 1.5 MiB request limit.
 MAX_RESULT_TAIL_BYTES = 512 * 1024
+# The output cap keeps a stream's last half: at least the largest tail a result may carry.
+MIN_OUTPUT_CAP_BYTES = 2 * MAX_RESULT_TAIL_BYTES
 # What useradd accepts on Debian (NAME_REGEX), without the trailing '$' of machine accounts.
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
@@ -323,6 +326,7 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "job_user": _job_user,
     "log_level": _log_level,
     "result_tail_bytes": _integer(0, MAX_RESULT_TAIL_BYTES),
+    "output_cap_bytes": _integer(MIN_OUTPUT_CAP_BYTES),
     "kill_grace": _seconds,
     "keep_finished": _integer(0),
     "keep_finished_seconds": _seconds,
@@ -381,6 +385,7 @@ def build_agent_config(
         job_user=job_user,
         log_level=get("log_level", defaults.LOG_LEVEL),
         result_tail_bytes=get("result_tail_bytes", defaults.RESULT_TAIL_BYTES),
+        output_cap_bytes=get("output_cap_bytes", defaults.OUTPUT_CAP_BYTES),
         kill_grace=get("kill_grace", defaults.KILL_GRACE),
         keep_finished=get("keep_finished", defaults.KEEP_FINISHED),
         keep_finished_seconds=get("keep_finished_seconds", defaults.KEEP_FINISHED_SECONDS),

@@ -33,6 +33,9 @@ SLOTS = 1
 MASTER = True
 LOG_LEVEL = "INFO"
 RESULT_TAIL_BYTES = 64 * 1024  # of each of stdout and stderr, kept in a job's result
+# Each of an attempt's stdout and stderr keeps at most this many bytes on the node (its first
+# and last halves; node/jobshim.py "The output cap"): a chatty job cannot fill the card.
+OUTPUT_CAP_BYTES = 16 * 1024 * 1024
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL when a job is stopped
 KEEP_FINISHED = 10_000  # finished jobs kept in etcd (and their directories on the nodes)
 KEEP_FINISHED_SECONDS = 7 * 24 * 3600  # ... and for at most this long

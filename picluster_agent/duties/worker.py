@@ -363,6 +363,7 @@ class Worker:
                 fence=self.session.lease_id,
                 pids_max=self.cfg.job_pids_max,
                 cpu_weight=self.cfg.job_cpu_weight,
+                output_cap=self.cfg.output_cap_bytes,
             )
         except (OSError, ValueError) as e:  # say, an attempt number no master writes
             self._finish(job, None, error=f"could not start: {e}")

@@ -49,7 +49,7 @@ Protocol (agent -> supervisor):
   {"op": "spawn", "token": T, "argv": [...], "env": {...}, "cwd": "/abs",
    "job_dir": path, "work_dir": path|null, "stdout": path, "stderr": path,
    "uid": int|null, "gid": int|null, "groups": [int]|null, "tail": bytes,
-   "timeout": seconds|null, "grace": seconds, "fence": F|null}
+   "timeout": seconds|null, "grace": seconds, "fence": F|null, "cap": bytes|null}
   {"op": "stop", "token": T, "grace": seconds}
   {"op": "fence", "fence": F, "until": monotonic_time}
 Supervisor -> agent:
@@ -66,6 +66,16 @@ attempts, in a `jobs/` dir of mode 0711: a job cannot list the others) holds the
 when the job has no cwd of its own, its `work_dir` (0700, `uid`:`gid`'s when given); an
 earlier run's leftovers of the same attempt are removed first. One directory per job and one per
 attempt, no more (the outputs sit beside the work dir, not in a directory of their own).
+
+**The output cap.** A job writes its outputs itself, through the descriptors it inherits (no
+copy through this process), so a chatty job could fill the card. With `cap` set, every
+OUTPUT_CHECK seconds the supervisor looks at each running job's output sizes; a stream past
+`cap` bytes keeps its first cap/2 bytes and its last cap/2 bytes, and the blocks between are
+freed by punching a hole (fallocate PUNCH_HOLE|KEEP_SIZE): offsets stay valid, a reader
+finds the hole with SEEK_DATA and reports the bytes dropped there (`outputs.py`). So a stream
+holds at most `cap` bytes on disk plus what the job writes in one OUTPUT_CHECK. A file system
+that cannot punch holes gets the stream cut back to its first cap/2 bytes instead (the job's
+later writes land after them; a reader sees the file shrink).
 
 All paths are absolute: the supervisor works from "/" and borrows the job's cwd only for the
 moment of a spawn.
@@ -100,6 +110,10 @@ except ImportError:  # run by path (`python -I -S jobshim.py`): no package, load
 ORPHAN_KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL when the agent is gone
 PARENT_POLL = 0.5  # seconds between getppid() checks
 DRAIN_POLL = 0.02  # seconds between checks that a finished job's group is empty
+OUTPUT_CHECK = 0.25  # seconds between checks of running jobs' output sizes against the cap
+_FALLOC_FL_KEEP_SIZE = 1
+_FALLOC_FL_PUNCH_HOLE = 2
+_BLOCK = 4096  # holes are punched in whole blocks of this size
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
@@ -111,15 +125,17 @@ _PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)  # ignored by Python itself: 
 
 
 class _Job:
-    __slots__ = ("cgroup", "code", "deadline", "ended", "fence", "fenced", "grace", "kill_at",
-                 "killed", "outputs", "pid", "proc", "rusage", "stopped", "tail", "timed_out",
-                 "token")  # fmt: skip
+    __slots__ = ("cap", "cgroup", "code", "deadline", "ended", "fence", "fenced", "grace",
+                 "kill_at", "killed", "outputs", "pid", "proc", "punched", "rusage", "stopped",
+                 "tail", "timed_out", "token")  # fmt: skip
 
     def __init__(self, token: int, pid: int, proc: subprocess.Popen[bytes] | None,
                  timeout: float | None, grace: float, outputs: tuple[str, str],
                  tail: int, fence: int | None,
-                 cgroup: cgroups.JobCgroup | None) -> None:  # fmt: skip
+                 cgroup: cgroups.JobCgroup | None, cap: int | None = None) -> None:  # fmt: skip
         self.token = token
+        self.cap = cap  # bytes kept of each output stream (None: no cap)
+        self.punched = [0, 0]  # per stream: where the hole punched so far ends
         self.cgroup = cgroup  # None: cgroups cannot be used here (process group only)
         self.killed = False  # SIGKILL sent: sent again while anything of the job is left
         self.rusage: Any = None  # the main process's (and its reaped children's), from wait4
@@ -172,6 +188,7 @@ class Supervisor:
                 signal.signal(sig, _ignore)
         os.chdir("/")  # keep no directory busy; jobs get their cwd at spawn
         self.cgroups, self.cgroups_problem = cgroups.open_cgroups()
+        self.next_output_check = 0.0
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -214,6 +231,8 @@ class Supervisor:
                 wake = min(wake, job.deadline)
             if job.fence is not None and not job.fenced:
                 wake = min(wake, self.fences[job.fence])
+            if job.cap is not None and job.code is None:
+                wake = min(wake, self.next_output_check)
         return max(0.0, wake - now)
 
     def _signals(self) -> None:
@@ -329,7 +348,7 @@ class Supervisor:
             group.adopt(pid)
         outputs = (msg["stdout"], msg["stderr"])
         job = _Job(token, pid, proc, msg.get("timeout"), float(msg["grace"]), outputs, msg["tail"],
-                   msg.get("fence"), group)  # fmt: skip
+                   msg.get("fence"), group, msg.get("cap"))  # fmt: skip
         self.jobs[job.pid] = job
         self.by_token[token] = job
         self._send({"ev": "started", "token": token, "pid": job.pid, "t": time.time()})
@@ -437,6 +456,14 @@ class Supervisor:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if now >= self.next_output_check:
+            self.next_output_check = now + OUTPUT_CHECK
+            for job in self.jobs.values():
+                if job.cap is not None and job.code is None:
+                    for stream in (0, 1):
+                        job.punched[stream] = cap_output(
+                            job.outputs[stream], job.cap, job.punched[stream]
+                        )
         for job in list(self.jobs.values()):
             fence_passed = job.fence is not None and now >= self.fences[job.fence]
             if fence_passed and not job.fenced:
@@ -460,6 +487,9 @@ class Supervisor:
                 self._signal(job, signal.SIGKILL)
 
     def _exit_event(self, job: _Job) -> dict[str, Any]:
+        if job.cap is not None:  # what it wrote since the last check
+            for stream in (0, 1):
+                cap_output(job.outputs[stream], job.cap, job.punched[stream])
         cpu: float | None = None
         peak: int | None = None
         oom = False
@@ -552,6 +582,57 @@ def read_tail(path: str, limit: int) -> str:
             skip += 1
         data = data[skip:]
     return data.decode("utf-8", errors="replace")
+
+
+def cap_output(path: str, cap: int, punched: int) -> int:
+    """Keep at most `cap` bytes of the output at `path` on disk (see "The output cap"): the
+    first cap/2 bytes and the last cap/2; returns where the hole now ends (`punched`: where
+    it ended before, so that only the new part is punched)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return punched
+    head = (cap // 2 + _BLOCK - 1) // _BLOCK * _BLOCK
+    end = (size - cap // 2) // _BLOCK * _BLOCK  # whole blocks only: the tail keeps >= cap/2
+    start = max(head, punched)
+    if size <= cap or end <= start:
+        return punched
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return punched
+    try:
+        if _punch_hole(fd, start, end - start):
+            return end
+        os.ftruncate(fd, head)  # no holes here: keep the head, lose the rest
+        return 0
+    except OSError:
+        return punched
+    finally:
+        os.close(fd)
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free a range of a file, keeping its size; False where the file system cannot."""
+    global _fallocate
+    if _fallocate is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _fallocate = libc.fallocate
+        _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _fallocate(fd, mode, offset, length) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+_fallocate: Any = None
 
 
 def _limits(msg: dict[str, Any]) -> cgroups.Limits:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,10 +114,12 @@ class JobProcess:
         fence: int | None = None,
         pids_max: int | None = defaults.JOB_PIDS_MAX,
         cpu_weight: int = defaults.JOB_CPU_WEIGHT,
+        output_cap: int | None = defaults.OUTPUT_CAP_BYTES,
     ) -> None:
         """`fence`: run only while this fence is open (see `extend_fence`); None: no limit.
         `pids_max` and `cpu_weight`: the job's cgroup limits (cgroups.Limits), with the
-        spec's memory_mb as its memory limit."""
+        spec's memory_mb as its memory limit. `output_cap`: bytes kept on disk of each of
+        stdout and stderr (jobshim: "The output cap"); None: no cap."""
         validate_job_id(job_id)  # it becomes a directory name
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
@@ -132,6 +135,7 @@ class JobProcess:
         self.fence = fence
         self.pids_max = pids_max
         self.cpu_weight = cpu_weight
+        self.output_cap = output_cap
         self._fenced = False
         self._usage: tuple[float | None, int | None, bool] = (None, None, False)
         # Strings: built once per attempt, and pathlib costs more than the job's start.
@@ -195,6 +199,7 @@ class JobProcess:
                 raise RuntimeError(f"job {self.job_id} attempt {self.attempt} already started")
             self._begun = True
             cancelled = self._stop_requested
+            _attempts.began(self)
             if wait_started:
                 self._replied = threading.Event()
         if cancelled:
@@ -271,6 +276,7 @@ class JobProcess:
             "memory": self.spec.memory_mb << 20 if self.spec.memory_mb else None,
             "pids_max": self.pids_max,
             "cpu_weight": self.cpu_weight,
+            "cap": self.output_cap,
         }
 
     def _identity(self) -> Identity:
@@ -355,6 +361,7 @@ class JobProcess:
 
     def _notify_done(self) -> None:
         """Run on_done; it must never take down the thread that reads the supervisor."""
+        _attempts.ended(self)
         if self.on_done is None:
             return
         try:
@@ -384,6 +391,50 @@ class JobProcess:
             peak_memory_bytes=self._usage[1],
             oom_killed=self._usage[2],
         )
+
+
+class _Attempts:
+    """The attempts of this process: those running, and the last few that ended, by
+    (data dir, job id, attempt). A reader that follows an attempt's output (outputs.py)
+    asks here whether more can come, and how it ended."""
+
+    def __init__(self, remember: int) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str, int], JobProcess] = {}
+        self._ended: OrderedDict[tuple[str, str, int], JobProcess] = OrderedDict()
+        self._remember = remember
+
+    def began(self, job: JobProcess) -> None:
+        with self._lock:
+            self._running[(job._data_dir, job.job_id, job.attempt)] = job
+
+    def ended(self, job: JobProcess) -> None:
+        key = (job._data_dir, job.job_id, job.attempt)
+        with self._lock:
+            if self._running.get(key) is job:
+                del self._running[key]
+            self._ended[key] = job
+            self._ended.move_to_end(key)
+            while len(self._ended) > self._remember:
+                self._ended.popitem(last=False)
+
+    def find(self, data_dir: str, job_id: str, attempt: int) -> tuple[bool, Outcome | None]:
+        """(running here now, its outcome if it ended here lately)."""
+        key = (os.path.abspath(data_dir), job_id, attempt)
+        with self._lock:
+            running = key in self._running
+            ended = self._ended.get(key)
+        return running, ended.wait(0) if ended is not None and not running else None
+
+
+_attempts = _Attempts(remember=1024)
+
+
+def attempt_state(
+    data_dir: str | os.PathLike[str], job_id: str, attempt: int
+) -> tuple[bool, Outcome | None]:
+    """Whether this process runs that attempt now, and how it ended if it ended here lately."""
+    return _attempts.find(os.fspath(data_dir), job_id, attempt)
 
 
 class _StartError(Exception):

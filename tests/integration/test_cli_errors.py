@@ -465,6 +465,7 @@ BAD_SETTINGS: dict[str, list[object]] = {
     "job_user": ["", "Bad!", "no-such-user-here", 5],
     "log_level": ["bogus", "", 10, None],
     "result_tail_bytes": ["abc", -1, 1.5, config.MAX_RESULT_TAIL_BYTES + 1, None],
+    "output_cap_bytes": ["abc", "1048576", -1, config.MIN_OUTPUT_CAP_BYTES - 1, 1.5, True, None],
     "kill_grace": ["abc", "10", -1, float("nan"), float("inf"), True, None],
     "keep_finished": ["abc", -1, 1.5, None],
     "keep_finished_seconds": ["abc", -1, float("inf"), None],
