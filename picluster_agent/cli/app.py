@@ -304,9 +304,11 @@ def _register_optional(sub: Any) -> None:
     """Subcommands that live in their own modules."""
     from . import doctor as doctor_cli
     from . import jobs as jobs_cli
+    from . import logs as logs_cli
 
     jobs_cli.add_parsers(sub, _connection_options, _output_option)
     doctor_cli.add_parser(sub, _connection_options, _output_option)
+    logs_cli.add_parsers(sub, _connection_options, _output_option)  # after jobs: run copies submit
     try:
         from . import provision
     except ImportError:  # the provisioning extra is not installed

@@ -1,4 +1,4 @@
-"""Job subcommands: submit, status, jobs, logs, wait, cancel, drain, undrain.
+"""Job subcommands: submit, status, jobs, wait, cancel, drain, undrain (logs, run: logs.py).
 
 Exit codes beyond the common ones (see cli.py):
   5  submit: this job id had been accepted before; nothing new was created
@@ -272,16 +272,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    client = _client(args)
-    text = client.logs(args.id, stderr=args.stderr)
-    if args.output == "json":
-        emit("json", {"id": args.id, "stream": "stderr" if args.stderr else "stdout", "tail": text})
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
 def _wait_and_report(
     client: Client,
     ids: list[str],
@@ -456,10 +446,6 @@ def add_parsers(
     p.add_argument("--state", choices=[s.value for s in JobState])
     p.add_argument("--node", type=argtypes.node_name)
     p.add_argument("--limit", type=argtypes.integer(1), help="only the last N")
-
-    p = parser("logs", "the tail of a finished attempt's output", cmd_logs)
-    p.add_argument("id", type=argtypes.job_id)
-    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
 
     p = parser("wait", "wait for jobs to finish; exit 0 only if all succeeded", cmd_wait)
     p.add_argument("ids", nargs="+", metavar="ID", type=argtypes.job_id)

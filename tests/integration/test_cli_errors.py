@@ -101,10 +101,12 @@ def isolated(world, tmp_path, monkeypatch) -> Iterator[None]:
         return run
 
     from picluster_agent.cli import demo
+    from picluster_agent.cli import logs as logs_cli
     from picluster_agent.duties import agent
 
     monkeypatch.setattr(agent.Agent, "run", ran("agent"))
     monkeypatch.setattr(demo, "run_demo", ran("demo"))
+    monkeypatch.setattr(logs_cli, "run", ran("run"))  # submit and stream: real work
     import ansible_runner  # the test extra installs the provision extra too
 
     monkeypatch.setattr(ansible_runner, "run", ran("provision"))
@@ -168,7 +170,7 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
     node_names = ["", " ", "a/b", "../x", ".x", "-x", "x" * 64, "a b", "é"]
     labels = ["", "novalue", "=v", "k=", "a/b=c", "k=a/b", "k=" + "x" * 64, "k=\x07"]
     durations = ["", "abc", "-5", "-1m", "5x", "1m1h", "9" * 400]
-    return {
+    table: dict[str, list[str | With]] = {
         # connection, on every command that talks to etcd
         "--config": [
             "",
@@ -274,6 +276,8 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         # inspecting and control
         "status:id": job_ids,
         "logs:id": job_ids,
+        "--attempt": ["", "abc", "0", "-1", "1.5", "1000000000"],
+        "run:command": [""],
         "cancel:id": job_ids,
         "wait:ids": job_ids,
         "wait:--timeout": durations,
@@ -290,6 +294,11 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "--extra-vars": ["", "@" + missing, "@" + str(f / "a-dir"), "{bad", "[1]", "novalue", "=v"],
         "--project-dir": ["", missing, str(f / "a-dir")],
     }
+    # `run` takes submit's spec flags: the same bad values.
+    for key, values in list(table.items()):
+        if key.startswith("submit:--"):
+            table["run:" + key.removeprefix("submit:")] = values
+    return table
 
 
 # Arguments each command is valid with; each would change etcd or start real work.
@@ -304,6 +313,7 @@ def base_args(world: dict[str, object], tmp: Path) -> dict[str, tuple[list[str],
         "status": (conn, [JOB]),
         "jobs": (conn, []),
         "logs": (conn, [JOB]),
+        "run": (conn, ["true"]),
         "wait": ([*conn, "--timeout", "0"], [JOB]),
         "cancel": (conn, [JOB]),
         "drain": ([*conn, "--force"], [NODE]),
@@ -386,7 +396,7 @@ def test_base_invocations_are_valid(world, tmp_path):
     """Each base invocation alone is accepted (so each refusal below is the bad value's).
     Run on a throwaway prefix: these do write."""
     bases = base_args(world, tmp_path)
-    ok = {0, 4, 7, "ran agent", "ran demo", "ran provision"}
+    ok = {0, 4, 7, "ran agent", "ran demo", "ran provision", "ran run"}
     for name in subcommands():
         options, positionals = bases[name]
         options = [o if o != PREFIX else f"{PREFIX}-base" for o in options]

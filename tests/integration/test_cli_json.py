@@ -96,7 +96,8 @@ def test_submit_and_wait(shared, tmp_path):
     assert status["id"] == job_id and status["state"] == "succeeded"
 
     logs, _ = run_json(shared, "logs", job_id)
-    assert logs == {"id": job_id, "stream": "stdout", "tail": "hello\n"}
+    # These agents serve no HTTPS API: the output comes from the tail kept in etcd.
+    assert logs == {"id": job_id, "stream": "stdout", "source": "etcd", "output": "hello\n"}
 
     listed, _ = run_json(shared, "jobs", "--state", "succeeded")
     assert job_id in {j["id"] for j in listed}

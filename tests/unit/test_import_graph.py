@@ -33,6 +33,7 @@ ROOMS = {
     "client": "api",
     "ui": "api",  # the status page's data: read like the Python API reads
     "doctor": "doctor",
+    "joblogs": "api",
     "cli": "cli",
     "__main__": "cli",
     "chaos": "chaos",
