@@ -123,15 +123,16 @@ class Client:
         self._init(conn)
 
     @classmethod
-    def from_connection(cls, conn: Connection) -> Client:
+    def from_connection(cls, conn: Connection, etcd: EtcdClient | None = None) -> Client:
+        """A client for `conn`; over `etcd` if given (the agent's API shares its own)."""
         self = cls.__new__(cls)
-        self._init(conn)
+        self._init(conn, etcd)
         return self
 
-    def _init(self, conn: Connection) -> None:
+    def _init(self, conn: Connection, etcd: EtcdClient | None = None) -> None:
         self.connection = conn
         self.keys = Keys(conn.prefix)
-        self.etcd = EtcdClient(conn.endpoints, TLSFiles(conn.cacert, conn.cert, conn.key))
+        self.etcd = etcd or EtcdClient(conn.endpoints, TLSFiles(conn.cacert, conn.cert, conn.key))
 
     def close(self) -> None:
         self.etcd.close()

@@ -63,6 +63,14 @@ class AgentConfig:
     prefetch: int = defaults.PREFETCH
     job_pids_max: int = defaults.JOB_PIDS_MAX  # per attempt's cgroup
     job_cpu_weight: int = defaults.JOB_CPU_WEIGHT  # all jobs together (the agent has 100)
+    api_port: int = defaults.API_PORT  # 0: no HTTPS API
+    api_listen: str = defaults.API_LISTEN
+    api_cert: str | None = None  # the API's server certificate; None: no HTTPS API
+    api_key: str | None = None
+
+    @property
+    def api_enabled(self) -> bool:
+        return self.api_port != 0 and self.api_cert is not None
 
 
 def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
@@ -333,6 +341,10 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "prefetch": _integer(0),
     "job_pids_max": _integer(2, 4_194_304),  # the supervisor is in it for a spawn
     "job_cpu_weight": _integer(1, 10_000),
+    "api_port": _integer(0, 65535),
+    "api_listen": _address,
+    "api_cert": _text,
+    "api_key": _text,
 }
 
 
@@ -392,7 +404,25 @@ def build_agent_config(
         prefetch=get("prefetch", defaults.PREFETCH),
         job_pids_max=get("job_pids_max", defaults.JOB_PIDS_MAX),
         job_cpu_weight=get("job_cpu_weight", defaults.JOB_CPU_WEIGHT),
+        **_api_settings(get, connection),
     )
+
+
+def _api_settings(get: Callable[[str, Any], Any], connection: Connection) -> dict[str, Any]:
+    port = get("api_port", defaults.API_PORT)
+    cert, key = get("api_cert", None), get("api_key", None)
+    if bool(cert) != bool(key):
+        raise ConfigError("api_cert and api_key: the HTTPS API needs both (or neither)")
+    if cert and port and connection.cacert is None:
+        raise ConfigError(
+            "api_cert: the HTTPS API checks callers against the cluster CA: set cacert too"
+        )
+    return {
+        "api_port": port,
+        "api_listen": get("api_listen", defaults.API_LISTEN),
+        "api_cert": os.path.expanduser(cert) if cert else None,
+        "api_key": os.path.expanduser(key) if key else None,
+    }
 
 
 def _require_user(name: str) -> None:

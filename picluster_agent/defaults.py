@@ -47,3 +47,8 @@ JOB_PIDS_MAX = 1024
 # (v1: cpu.shares, x 10.24): under contention the agent (and etcd, by its unit's weight) come
 # first.
 JOB_CPU_WEIGHT = 20
+# The agent's HTTPS API (picluster_agent/api, docs/API.md): its TCP port (0: no API) and
+# the address it listens on. It serves only when given a server certificate (api_cert,
+# api_key); the cluster CA (cacert) checks the callers' certificates.
+API_PORT = 7443
+API_LISTEN = "0.0.0.0"

@@ -16,7 +16,8 @@ from picluster_agent.chaos.netns import unusable_reason
 from picluster_agent.coord.election import Leader, current_leader
 from picluster_agent.etcd.adapter import EtcdClient
 from picluster_agent.etcd.keys import Keys
-from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, LocalApis, wait_for
+from picluster_agent.etcd.localpki import LocalPKI
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,9 +51,22 @@ class Agents:
         self.base = base
         self.started: list[AgentProcess] = []
         self.client = EtcdClient(cluster.endpoints)
+        self._apis: LocalApis | None = None
 
-    def start(self, name: str, *, endpoints: str | None = None, **kwargs: object) -> AgentProcess:
+    @property
+    def apis(self) -> LocalApis:
+        """Certificates for the agents' HTTPS APIs and their callers (made on first use)."""
+        if self._apis is None:
+            self._apis = LocalApis(LocalPKI(self.base / "pki"), self.client, self.prefix)
+        return self._apis
+
+    def start(
+        self, name: str, *, endpoints: str | None = None, with_api: bool = False, **kwargs: object
+    ) -> AgentProcess:
+        """`with_api`: the agent serves its HTTPS API on a free port (`agent.api_url`)."""
         kwargs.setdefault("etcd_election_timeout", self.cluster.election_timeout)
+        if with_api:
+            kwargs.setdefault("api", self.apis.for_agent(name))
         agent = AgentProcess(
             name,
             endpoints or self.cluster.endpoints_csv,

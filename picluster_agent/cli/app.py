@@ -71,6 +71,31 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", type=argtypes.text, help="client key [PICLUSTER_KEY]")
 
 
+def _api_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("HTTPS API (docs/API.md)")
+    g.add_argument(
+        "--api-port",
+        type=argtypes.setting("api_port", int),
+        metavar="PORT",
+        help=f"TCP port of this agent's HTTPS API; 0: none (default {defaults.API_PORT})",
+    )
+    g.add_argument(
+        "--api-listen",
+        type=argtypes.setting("api_listen"),
+        metavar="ADDRESS",
+        help=f"address the API listens on (default {defaults.API_LISTEN})",
+    )
+    g.add_argument(
+        "--api-cert",
+        type=argtypes.setting("api_cert"),
+        metavar="FILE",
+        help="the API's server certificate (without it and --api-key: no API)",
+    )
+    g.add_argument(
+        "--api-key", type=argtypes.setting("api_key"), metavar="FILE", help="its private key"
+    )
+
+
 def _output_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
 
@@ -108,6 +133,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         job_user=args.job_user,
         log_level=args.log_level,
         prefetch=args.prefetch,
+        api_port=args.api_port,
+        api_listen=args.api_listen,
+        api_cert=args.api_cert,
+        api_key=args.api_key,
     )
     ensure_data_dir(cfg.data_dir)
     logging.basicConfig(
@@ -122,8 +151,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
         worker_duty=worker_duty_factory(cfg, metrics),
         metrics=metrics,
     )
+    if cfg.api_enabled:
+        from ..api.server import make_server
+
+        # Built now, so that an unusable certificate is refused before anything starts.
+        agent.services.append(make_server(cfg, agent.client, agent))
     # Fail fast on bad endpoints/TLS before serving: a typo should not look like an outage.
     agent.client.status() if args.check_connection else None
+    if not cfg.api_enabled:
+        logging.getLogger(__name__).info(
+            "no HTTPS API on this node (%s)",
+            "api_port is 0" if cfg.api_port == 0 else "no api_cert/api_key configured",
+        )
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger(__name__).info("signal %d: stopping", signum)
@@ -257,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs the master may queue on this node beyond its slots (default 0): more "
         "throughput for short jobs, but a later higher-priority job may wait behind them",
     )
+    _api_options(p)
     p.add_argument(
         "--log-level",
         type=argtypes.setting("log_level"),

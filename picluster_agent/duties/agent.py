@@ -13,8 +13,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from .. import defaults
 from ..config import AgentConfig
@@ -44,6 +45,15 @@ MasterDuty = Callable[[Election, StopSignal], None]
 WorkerDuty = Callable[[Session, StopSignal], None]
 
 
+class Service(Protocol):
+    """Something that lives as long as the agent process (its HTTPS API): started before
+    the first session, stopped after the last."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def make_client(cfg: AgentConfig) -> EtcdClient:
     c = cfg.connection
     endpoints = preferred_order(c.endpoints, cfg.name)
@@ -58,8 +68,10 @@ class Agent:
         master_duties: list[MasterDuty] | None = None,
         worker_duty: WorkerDuty | None = None,
         metrics: AgentMetrics | None = None,
+        services: Sequence[Service] = (),
     ) -> None:
         self.cfg = cfg
+        self.services = list(services)
         self.keys = Keys(cfg.connection.prefix)
         self.client = make_client(cfg)
         self.metrics = metrics if metrics is not None else AgentMetrics()
@@ -87,6 +99,18 @@ class Agent:
             "master-eligible" if self.cfg.master else "worker only",
         )
         warn_if_slow_filesystem(Path(self.cfg.data_dir))
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                service.start()
+                started.append(service)
+            self._run_sessions()
+        finally:
+            for service in reversed(started):
+                service.stop()
+        log.info("agent %s stopped", self.cfg.name)
+
+    def _run_sessions(self) -> None:
         previous_lease = 0
         while not self.stop_event.is_set():
             session = self._new_session()
@@ -118,7 +142,6 @@ class Agent:
                 previous_lease = 0
             else:
                 session.orphan()
-        log.info("agent %s stopped", self.cfg.name)
 
     def _best_effort_revoke(self, lease_id: int) -> None:
         try:

@@ -9,6 +9,8 @@
     <prefix>/assign/<node>/<job-id>   a worker's inbox, under the worker's lease
     <prefix>/results/<job-id>         result of the last finished attempt (JSON)
     <prefix>/cancel/<job-id>          a cancellation request
+    <prefix>/users/<name>             who may use the agents' HTTPS API: value = etcd role
+                                      (written by the playbooks as etcd root)
 
 Names are validated before they become part of a key, so that no node name or job id
 can reach outside its prefix.
@@ -27,6 +29,9 @@ from ..errors import InvalidName
 NODE_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z"  # \Z: no newline after it
 _NODE_NAME = re.compile(NODE_NAME_PATTERN)
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# An etcd user name as the playbooks make them: a person (`alice`), an agent
+# (`picluster-agent-<node>`) or a node's group identity (`picluster-node-<node>`).
+_USER_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,127}")
 _PREFIX = re.compile(r"(/[A-Za-z0-9_.-]+)+")
 
 
@@ -48,6 +53,16 @@ def validate_job_id(job_id: str) -> str:
             "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     return job_id
+
+
+def validate_user_name(name: str) -> str:
+    if not isinstance(name, str) or not _USER_NAME.fullmatch(name):
+        raise InvalidName(
+            "user name",
+            str(name),
+            "use 1-128 lowercase letters, digits, '.', '_' or '-', starting with a letter",
+        )
+    return name
 
 
 def validate_prefix(prefix: str) -> str:
@@ -112,6 +127,10 @@ class Keys:
         return f"{self.prefix}/cancel/"
 
     @property
+    def users_dir(self) -> str:
+        return f"{self.prefix}/users/"
+
+    @property
     def leader(self) -> str:
         return f"{self.prefix}/leader"
 
@@ -142,6 +161,9 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return self.cancel_dir + validate_job_id(job_id)
 
+    def user(self, name: str) -> str:
+        return self.users_dir + validate_user_name(name)
+
     @staticmethod
     def last_segment(key: str) -> str:
         return key.rsplit("/", 1)[-1]
@@ -160,6 +182,10 @@ class Keys:
     def job_id_of(self, directory: str, key: str) -> str | None:
         """The job id of `<directory><id>` (queue/, jobs/, results/, cancel/), if valid."""
         return self._name_under(directory, key, _JOB_ID)
+
+    def user_of(self, key: str) -> str | None:
+        """The user name of `users/<name>`, if valid."""
+        return self._name_under(self.users_dir, key, _USER_NAME)
 
     def node_of(self, directory: str, key: str) -> str | None:
         """The node name of `<directory><node>` (nodes/, drain/), if valid."""

@@ -27,6 +27,8 @@ from pathlib import Path
 from .. import timing
 from ..errors import ConfigError, PiclusterError
 from .adapter import EtcdClient, TLSFiles
+from .keys import Keys
+from .localpki import CertFiles, LocalPKI
 
 
 def find_etcd() -> str:
@@ -287,6 +289,21 @@ def set_member_args(
         ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AgentApi:
+    """An agent's HTTPS API on loopback: its port, the CA that checks callers, and its
+    server certificate (from `LocalPKI.issue(..., server=True)`)."""
+
+    port: int
+    cacert: str
+    cert: str
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
 @dataclass
 class AgentProcess:
     """`picluster agent` as a child process, logging to `log_path`."""
@@ -304,6 +321,12 @@ class AgentProcess:
     wrapper: list[str] = field(default_factory=list)  # as for EtcdMember
     extra_env: dict[str, str] = field(default_factory=dict)
     etcd_election_timeout: float = ELECTION_TIMEOUT_MS / 1000  # the cluster's, in seconds
+    api: AgentApi | None = None  # None: no HTTPS API (--api-port 0)
+
+    @property
+    def api_url(self) -> str:
+        assert self.api is not None, f"agent {self.name} has no API"
+        return self.api.url
 
     @property
     def log_path(self) -> Path:
@@ -325,6 +348,16 @@ class AgentProcess:
             cmd += ["--label", f"{k}={v}"]
         if not self.master:
             cmd.append("--no-master")
+        if self.api is None:
+            cmd += ["--api-port", "0"]
+        else:
+            cmd += [
+                "--cacert", self.api.cacert,
+                "--api-port", str(self.api.port),
+                "--api-listen", "127.0.0.1",
+                "--api-cert", self.api.cert,
+                "--api-key", self.api.key,
+            ]  # fmt: skip
         return cmd + self.extra_args
 
     def start(self) -> AgentProcess:
@@ -381,3 +414,32 @@ class AgentProcess:
         with contextlib.suppress(FileNotFoundError):
             return self.log_path.read_text(errors="replace")
         return ""
+
+
+class LocalApis:
+    """The HTTPS APIs of local agents: a server certificate and a free port for each, and
+    certificates for callers, each admitted with its role in `<prefix>/users/` the way the
+    playbooks do it (written here without etcd's auth: the harness is root)."""
+
+    def __init__(self, pki: LocalPKI, client: EtcdClient, prefix: str) -> None:
+        self.pki = pki
+        self.client = client
+        self.keys = Keys(prefix)
+
+    def for_agent(self, name: str) -> AgentApi:
+        cn = f"picluster-agent-{name}"
+        files = self.pki.issue(cn, server=True)
+        self.allow(cn, "picluster-agent")
+        return AgentApi(free_port(), self.pki.cacert, files.cert, files.key)
+
+    def user(self, name: str, role: str = "picluster-submitter") -> CertFiles:
+        """A caller's certificate (CN `name`), admitted as etcd role `role`."""
+        files = self.pki.issue(name)
+        self.allow(name, role)
+        return files
+
+    def allow(self, name: str, role: str) -> None:
+        self.client.put(self.keys.user(name), role)
+
+    def revoke(self, name: str) -> None:
+        self.client.delete(self.keys.user(name))

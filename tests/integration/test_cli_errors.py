@@ -232,6 +232,23 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "--address": ["", " ", "a b", "a\nb"],
         "--job-user": ["", "no-such-user-here", "Bad!", "x" * 40, "a b"],
         "--prefetch": ["", "abc", "1.5", "-1"],
+        "--api-port": ["", "abc", "1.5", "-1", "65536"],
+        "--api-listen": ["", " ", "a b", "a\nb"],
+        # An API certificate needs its key, the cluster CA, and files that hold PEM data.
+        "--api-cert": [
+            With("", ("--api-key", pem)),
+            With(missing, ("--api-key", pem, "--cacert", pem)),
+            With(str(f / "a-dir"), ("--api-key", pem, "--cacert", pem)),
+            With(str(f / "not-pem"), ("--api-key", pem, "--cacert", pem)),
+            With(pem, ("--api-key", pem)),  # no --cacert
+            With(pem, ("--cacert", pem)),  # no --api-key
+        ],
+        "--api-key": [
+            With("", ("--api-cert", pem)),
+            With(missing, ("--api-cert", pem, "--cacert", pem)),
+            With(str(f / "a-dir"), ("--api-cert", pem, "--cacert", pem)),
+            With(pem, ("--cacert", pem)),  # no --api-cert
+        ],
         "--log-level": ["", "bogus", "10", "verbose", "info "],
         # demo
         "--agents": ["", "abc", "0", "1", "-1", "17"],
@@ -482,6 +499,10 @@ BAD_SETTINGS: dict[str, list[object]] = {
     "prefetch": ["abc", -1, 1.5, None],
     "job_pids_max": ["abc", "64", 0, 1, -1, 1.5, 4_194_305, True, None],
     "job_cpu_weight": ["abc", "20", 0, -1, 10_001, 2.5, True, None],
+    "api_port": ["abc", "7443", -1, 65536, 1.5, True, None],
+    "api_listen": ["", "a b", 5, None],
+    "api_cert": ["", 5, None],
+    "api_key": ["", 5, None],
 }
 
 

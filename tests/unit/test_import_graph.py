@@ -34,6 +34,8 @@ ROOMS = {
     "ui": "api",  # the status page's data: read like the Python API reads
     "doctor": "doctor",
     "joblogs": "api",
+    "api_client": "api",
+    "api": "http",
     "cli": "cli",
     "__main__": "cli",
     "chaos": "chaos",
@@ -53,6 +55,7 @@ ALLOWED = {
     "duties": {"base", "etcd", "coord", "jobs", "settings", "node", "observe"},
     "api": {"base", "etcd", "coord", "jobs", "settings"},
     "doctor": {"base", "etcd", "coord", "jobs", "settings", "node", "api"},
+    "http": {"base", "etcd", "coord", "jobs", "settings", "api", "observe"},
     "cli": {
         "base",
         "etcd",
@@ -64,6 +67,7 @@ ALLOWED = {
         "api",
         "observe",
         "doctor",
+        "http",
     },
     "chaos": {"base", "etcd", "coord", "jobs", "settings", "api"},
 }
