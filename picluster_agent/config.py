@@ -72,6 +72,16 @@ class AgentConfig:
     def api_enabled(self) -> bool:
         return self.api_port != 0 and self.api_cert is not None
 
+    @property
+    def api_url(self) -> str:
+        """Where others reach this agent's API ("" without one): the listen address unless
+        it is a wildcard, then the advertised address (the server certificate names both)."""
+        if not self.api_enabled:
+            return ""
+        host = self.api_listen if self.api_listen not in ("0.0.0.0", "::") else self.address
+        host = f"[{host}]" if ":" in host else host
+        return f"https://{host}:{self.api_port}"
+
 
 def load_file(path: str | os.PathLike[str] | None, *, required: bool) -> dict[str, Any]:
     """Read a YAML config; a missing optional file is an empty config."""

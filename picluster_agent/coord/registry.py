@@ -40,6 +40,7 @@ class NodeInfo:
     memory_mb: int | None = None  # total RAM: jobs with memory_mb are placed within it
     prefetch: int = 0  # extra assignments the master may queue here beyond `slots`
     lease: str = ""
+    api: str = ""  # the agent's HTTPS API (https://host:port), "" when it serves none
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -90,8 +91,8 @@ def _check_registration(info: NodeInfo) -> None:
         raise UnreadableRegistration("prefetch is not a whole number >= 0")
     if info.memory_mb is not None and not _whole(info.memory_mb, 1):
         raise UnreadableRegistration("memory_mb is not a whole number >= 1")
-    if not all(isinstance(v, str) for v in (info.address, info.version, info.lease)):
-        raise UnreadableRegistration("address, version and lease must be text")
+    if not all(isinstance(v, str) for v in (info.address, info.version, info.lease, info.api)):
+        raise UnreadableRegistration("address, version, lease and api must be text")
     if not isinstance(info.master_eligible, bool):
         raise UnreadableRegistration("master_eligible is not true or false")
     started = info.started_at

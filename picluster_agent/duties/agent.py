@@ -179,6 +179,7 @@ class Agent:
             memory_mb=_total_memory_mb(),
             prefetch=self.cfg.prefetch,
             lease=f"{session.lease_id:x}",
+            api=self.cfg.api_url,
         )
         revision = self._register_with_retry(session, info)
         log.info("registered as %s (lease %x)", info.name, session.lease_id)

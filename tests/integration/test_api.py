@@ -115,6 +115,12 @@ ORDER = ["reader", "submitter", "operator", "agent"]
 CALLER_ROLE = {"rita": "reader", "sam": "submitter", "olga": "operator", "agent": "agent"}
 
 
+def test_each_node_registers_where_its_api_is(world):
+    for node in ("pi1", "pi2"):
+        info = json.loads(world.group.client.get(world.group.keys.node(node)).value)
+        assert info["api"] == world.url(node)
+
+
 def test_health_needs_no_certificate_and_every_other_route_does(world):
     assert world.call("GET", "/healthz")[0] == 200
     assert world.call("GET", "/v1/openapi.json")[0] == 200
