@@ -409,11 +409,12 @@ def run(
     cancelled = threading.Event()
 
     def cancel_on_stop() -> None:
-        stop.wait()
-        if not done.is_set():
-            cancelled.set()
-            with contextlib.suppress(PiclusterError):
-                client.cancel(submitted.id)
+        while not done.wait(0.05):  # ends with the run, even if `stop` is never set
+            if stop.is_set():
+                cancelled.set()
+                with contextlib.suppress(PiclusterError):
+                    client.cancel(submitted.id)
+                return
 
     done = threading.Event()
     watcher = threading.Thread(target=cancel_on_stop, name="run-cancel", daemon=True)

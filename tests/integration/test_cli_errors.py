@@ -100,13 +100,13 @@ def isolated(world, tmp_path, monkeypatch) -> Iterator[None]:
 
         return run
 
+    from picluster_agent import joblogs
     from picluster_agent.cli import demo
-    from picluster_agent.cli import logs as logs_cli
     from picluster_agent.duties import agent
 
     monkeypatch.setattr(agent.Agent, "run", ran("agent"))
     monkeypatch.setattr(demo, "run_demo", ran("demo"))
-    monkeypatch.setattr(logs_cli, "run", ran("run"))  # submit and stream: real work
+    monkeypatch.setattr(joblogs, "follow", ran("run"))  # run's streaming: after its submit
     import ansible_runner  # the test extra installs the provision extra too
 
     monkeypatch.setattr(ansible_runner, "run", ran("provision"))
