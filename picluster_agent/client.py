@@ -23,10 +23,11 @@ from .config import Connection, build_connection, default_config_path, load_file
 from .coord.election import Leader, current_leader
 from .coord.registry import NodeView, list_nodes
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
-from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get
+from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get, op_put
 from .etcd.keys import Keys, validate_job_id, validate_node_name
-from .etcd.limits import txn_bytes, txn_chunks
+from .etcd.limits import READS_PER_TXN, txn_bytes, txn_chunks
 from .jobs import transitions
+from .jobs.arrays import member_specs, members_prefix, parse_array
 from .jobs.dependencies import dependencies, judge
 from .jobs.ids import new_job_id
 from .jobs.placement import why_waiting
@@ -95,6 +96,31 @@ class JobStatus:
                 "peak_memory_bytes": self.result.peak_memory_bytes,
             }
         return out
+
+
+@dataclass(frozen=True)
+class ArraySubmission:
+    parent: str  # the id that `status`, `wait` and `cancel` take for the whole array
+    results: list[SubmitResult]  # one per member, in index order
+
+
+@dataclass(frozen=True)
+class ArrayStatus:
+    parent: str
+    members: list[JobStatus]  # in index order
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return summarize({m.id: m for m in self.members})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.parent,
+            "array": True,
+            "size": len(self.members),
+            "counts": self.counts,
+            "members": [{"id": m.id, "state": m.state.value} for m in self.members],
+        }
 
 
 @dataclass(frozen=True)
@@ -169,6 +195,55 @@ class Client:
                     "(unknown, or removed after its retention period)",
                     field="after",
                 )
+
+    def submit_array(
+        self,
+        command: Sequence[str] | str,
+        indices: Iterable[int] | str,
+        *,
+        max_running: int | None = None,
+        parent: str | None = None,
+        **fields: Any,
+    ) -> ArraySubmission:
+        """One job per index (`range(0, 100, 2)`, or the CLI's text `"0-99:2%10"`), ids
+        `PARENT.INDEX`, PICLUSTER_ARRAY_INDEX in the environment; at most `max_running`
+        assigned or running at once. A retry with the same `parent` creates nothing new."""
+        if isinstance(indices, str):
+            parsed = parse_array(indices)
+            indices, max_running = parsed.indices, parsed.max_running or max_running
+        parent = validate_job_id(parent) if parent is not None else new_job_id()
+        fields.setdefault("submitted_at", time.time())
+        specs, ids = member_specs(build_spec(command, **fields), parent, indices, max_running)
+        return ArraySubmission(parent, self.submit_many(specs, ids))
+
+    def array(self, parent: str) -> ArrayStatus:
+        """The members of array `parent` (NotFound if it has none), from one read."""
+        first = members_prefix(parent)
+        queued, rev = self.etcd.get_prefix(self.keys.queue_dir + first)
+        records, _ = self.etcd.get_prefix(self.keys.jobs_dir + first, revision=rev)
+        members: dict[str, JobStatus] = {}
+        for kv in queued:
+            job_id = Keys.last_segment(kv.key)
+            members[job_id] = JobStatus(job_id, JobState.QUEUED, None, None, "submitted")
+        for kv in records:
+            record = _readable(kv.value, self.keys.job_id_of(self.keys.jobs_dir, kv.key))
+            if record is not None:
+                members[record.id] = JobStatus(record.id, record.state, record, None)
+        if not members:
+            raise NotFound(
+                f"job {parent} not found: never accepted, or removed after its retention period"
+            )
+        return ArrayStatus(parent, sorted(members.values(), key=lambda m: _index_of(m.id)))
+
+    def cancel_array(self, parent: str) -> ArrayStatus:
+        """Ask for every member not yet finished to be cancelled; returns the status before."""
+        before = self.array(parent)
+        now = str(time.time())
+        puts = [op_put(self.keys.cancel(m.id), now) for m in before.members if not m.state.final]
+        for i in range(0, len(puts), READS_PER_TXN):
+            # Plain puts: a request already there only gets a later time.
+            self.etcd.txn([], puts[i : i + READS_PER_TXN])
+        return before
 
     def _settle(self, job_id: str, value: str, *, maybe_sent: bool) -> SubmitResult:
         """Submit one job until etcd answers, and tell a job made by us from one that existed.
@@ -400,7 +475,10 @@ class Client:
                     done[job_id] = JobStatus(job_id, record.state, record, None)
         missing = [i for i in ids if i not in known]
         if missing:
-            raise NotFound(f"job {missing[0]} not found: never accepted, or removed")
+            # An array's parent id stands for its members (NotFound when it has none).
+            members = {m: [s.id for s in self.array(m).members] for m in missing}
+            ids = [j for i in ids for j in members.get(i, [i])]
+            return self.wait(ids, timeout=timeout, progress=progress)
         compacted = threading.Event()
         watch = self.etcd.watch(
             self.keys.jobs_dir,
@@ -512,6 +590,11 @@ def _readable(raw: bytes, job_id: str | None) -> JobRecord | None:
         return None
 
 
+def _index_of(member: str) -> int:
+    index = member.rsplit(".", 1)[-1]
+    return int(index) if index.isdigit() else -1
+
+
 def summarize(statuses: Mapping[str, JobStatus]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for s in statuses.values():
@@ -519,4 +602,12 @@ def summarize(statuses: Mapping[str, JobStatus]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["Client", "JobStatus", "PiclusterError", "SubmitResult", "summarize"]
+__all__ = [
+    "ArrayStatus",
+    "ArraySubmission",
+    "Client",
+    "JobStatus",
+    "PiclusterError",
+    "SubmitResult",
+    "summarize",
+]

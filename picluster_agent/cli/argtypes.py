@@ -15,6 +15,7 @@ from ..config import SETTINGS, parse_labels
 from ..endpoints import parse_endpoints
 from ..errors import ConfigError
 from ..etcd.keys import validate_job_id, validate_node_name
+from ..jobs.arrays import parse_array
 from ..jobs.spec import SpecError, parse_duration
 
 EXIT_USAGE = 2
@@ -92,6 +93,7 @@ text = _type("text", _text)
 nonempty = _type("text", _nonempty)
 node_name = _type("a node name", lambda t: validate_node_name(t))
 job_id = _type("a job id", lambda t: validate_job_id(t))
+array_range = _type("an array range", lambda t: parse_array(t))
 job_ids = _type("job ids", lambda t: [validate_job_id(i) for i in t.split(",")])
 label = _type("KEY=VALUE", lambda t: parse_labels([t]) and t)
 endpoints = _type("endpoints", lambda t: parse_endpoints(t) and t)

@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..client import Client, JobStatus, PartialSubmit, SubmitResult, summarize
+from ..client import ArrayStatus, Client, JobStatus, PartialSubmit, SubmitResult, summarize
 from ..config import from_flags, parse_labels
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
+from ..jobs.arrays import member_specs
+from ..jobs.ids import new_job_id
 from ..jobs.records import JobState
 from ..jobs.spec import JobSpec, SpecError, build_spec, parse_spec, parse_start_time
 from . import argtypes
@@ -28,7 +30,6 @@ EXIT_DUPLICATE = 5
 EXIT_JOB_FAILED = 6
 EXIT_TIMEOUT = 7
 EXIT_PARTIAL = PartialSubmit.exit_code  # 8
-MAX_ARRAY = 100_000
 
 JOB_EXIT_CODES = """job exit codes:
   5  submit: the job id had been accepted before (nothing new was created)
@@ -141,6 +142,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
+    parent = None
     if args.file:
         if command:
             raise SpecError("give a command or --file, not both")
@@ -150,21 +152,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.array:
             if args.id:
                 raise SpecError("--id cannot be combined with --array (ids are made per job)")
-            specs = [
-                build_spec(
-                    base.command,
-                    **{
-                        **_spec_fields(base),
-                        "env": {**base.env, "PICLUSTER_ARRAY_INDEX": str(i)},
-                    },
-                )
-                for i in range(args.array)
-            ]
-            ids = [None] * len(specs)
+            parent = new_job_id()
+            specs, member_ids = member_specs(
+                base, parent, args.array.indices, args.array.max_running
+            )
+            ids = list[str | None](member_ids)
         else:
             specs, ids = [base], [args.id]
     client = _client(args)
-    if len(specs) == 1:
+    if len(specs) == 1 and parent is None:
         results = [client.submit_spec(specs[0], id=ids[0])]
     else:
         try:
@@ -172,32 +168,37 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except PartialSubmit as e:
             # Earlier transactions committed: those jobs are accepted, and their ids must
             # be known (submitting them again with the same ids creates nothing).
-            _print_submitted(e.results, args.output, wait=False)
+            _print_submitted(e.results, args.output, wait=False, array=parent)
             error(str(e))
             return EXIT_PARTIAL
     duplicate = any(not r.accepted for r in results)
-    _print_submitted(results, args.output, wait=args.wait)
+    _print_submitted(results, args.output, wait=args.wait, array=parent)
     if args.wait:
-        return _wait_and_report(client, [r.id for r in results], None, args.output, results)
+        ids_ = [r.id for r in results]
+        return _wait_and_report(client, ids_, None, args.output, results, array=parent)
     return EXIT_DUPLICATE if duplicate else 0
 
 
-def _print_submitted(results: list[SubmitResult], fmt: str, *, wait: bool) -> None:
+def _print_submitted(
+    results: list[SubmitResult], fmt: str, *, wait: bool, array: str | None = None
+) -> None:
     if fmt == "json":
         if not wait:  # with --wait, the one JSON document comes at the end
-            emit("json", [{"id": r.id, "accepted": r.accepted} for r in results])
+            emit("json", [_submitted(r, array) for r in results])
     else:
         for r in results:
             print(r.id, flush=True)
+        if array is not None:
+            # The members' ids stay on stdout (as before arrays had a parent); the parent,
+            # which status, wait and cancel take for all of them, is said once here.
+            sys.stderr.write(f"array {array}: {len(results)} jobs\n")
     for r in results:
         if not r.accepted:
             error(f"job {r.id} was already accepted; nothing new was created")
 
 
-def _spec_fields(spec: JobSpec) -> dict[str, Any]:
-    data = spec.to_dict()
-    data.pop("command")
-    return data
+def _submitted(r: SubmitResult, array: str | None) -> dict[str, Any]:
+    return {"id": r.id, "accepted": r.accepted, **({"array": array} if array else {})}
 
 
 def _submit_with_progress(client: Client, specs: list[JobSpec], ids: list[str | None]) -> list:  # type: ignore[type-arg]
@@ -235,7 +236,10 @@ def _status_row(s: JobStatus) -> tuple[Any, ...]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
-    s = client.status(args.id)
+    try:
+        s = client.status(args.id)
+    except NotFound:
+        return _array_status(client.array(args.id), args.output)  # else NotFound again
     alarms = client.etcd.raised_alarms()  # why a job may be stuck: etcd refusing writes
     if args.output == "json":
         emit("json", {**s.to_dict(), **({"alarms": alarms} if alarms else {})})
@@ -260,6 +264,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _array_status(array: ArrayStatus, fmt: str) -> int:
+    if fmt == "json":
+        emit("json", array.to_dict())
+        return 0
+    print(f"array {array.parent}: {len(array.members)} jobs")
+    for state in JobState:
+        ids = [m.id for m in array.members if m.state is state]
+        if ids:
+            print(f"  {state.value}: {len(ids)}")
+    return 0
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     client = _client(args)
     statuses = client.jobs(state=args.state, node=args.node, limit=args.limit)
@@ -278,6 +294,8 @@ def _wait_and_report(
     timeout: float | None,
     fmt: str,
     submitted: list[SubmitResult] | None = None,
+    *,
+    array: str | None = None,
 ) -> int:
     """Wait, print the outcome (one JSON document with `-o json`), return the exit code.
 
@@ -300,9 +318,9 @@ def _wait_and_report(
             "counts": counts,
         }
         if submitted is not None:
-            doc["submitted"] = [{"id": r.id, "accepted": r.accepted} for r in submitted]
+            doc["submitted"] = [_submitted(r, array) for r in submitted]
         emit("json", doc)
-    elif len(ids) == 1:
+    elif len(statuses) == 1:
         s = next(iter(statuses.values()))
         extra = f" (exit code {s.record.exit_code})" if s.record and s.record.exit_code else ""
         print(f"{s.id} {s.state.value}{extra}")
@@ -321,7 +339,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     client = _client(args)
-    before = client.cancel(args.id)
+    try:
+        before = client.cancel(args.id)
+    except NotFound:
+        return _cancel_array(client, args.id, args.output)
     if before.state.final:
         message = f"job {args.id} already {before.state.value}; nothing to cancel"
     else:
@@ -332,6 +353,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         )
     else:
         print(message)
+    return 0
+
+
+def _cancel_array(client: Client, parent: str, fmt: str) -> int:
+    before = client.cancel_array(parent)
+    requested = [m.id for m in before.members if not m.state.final]
+    if fmt == "json":
+        emit("json", {"id": parent, "array": True, "requested": len(requested)})
+    else:
+        total = len(before.members)
+        print(f"array {parent}: cancel requested for {len(requested)} of {total} jobs")
     return 0
 
 
@@ -426,9 +458,11 @@ def add_parsers(
     p.add_argument("--shell", action="store_true", help="run the command through /bin/sh -c")
     p.add_argument(
         "--array",
-        type=argtypes.integer(1, MAX_ARRAY),
-        metavar="N",
-        help="N jobs; PICLUSTER_ARRAY_INDEX=0..N-1",
+        type=argtypes.array_range,
+        metavar="RANGE",
+        help="N (0..N-1), FIRST-LAST or FIRST-LAST:STEP, then %%CAP for at most CAP running "
+        "at once (e.g. 0-99:2%%10); one job per index, PICLUSTER_ARRAY_INDEX set; the parent "
+        "id (on stderr) stands for all in status, wait and cancel",
     )
     p.add_argument(
         "--file",

@@ -25,6 +25,7 @@ from ..etcd.adapter import KV, EtcdClient, Event
 from ..etcd.keys import Keys
 from ..etcd.limits import EXPIRES_PER_TXN, txn_bytes, txn_chunks
 from ..jobs import transitions
+from ..jobs.arrays import ArrayCaps
 from ..jobs.placement import NodeSlots, pick
 from ..jobs.records import JobRecord, JobState, UnreadableRecord
 from ..jobs.spec import SpecError, parse_spec
@@ -370,6 +371,7 @@ class Scheduler:
             return
         picked: list[tuple[Pending, NodeSlots]] = []
         taken = []
+        caps = ArrayCaps(placed.array for placed in self.view.capacity.running.values())
         try:
             while candidates:
                 entry = self.backlog.pop_ready()
@@ -377,9 +379,12 @@ class Scheduler:
                     break
                 p = entry[2]
                 taken.append(entry)
+                if not caps.allows(p.spec):
+                    continue  # its array runs as many as its cap allows
                 node = pick(p.spec, candidates)
                 if node is None:
                     continue
+                caps.take(p.spec)
                 node.take(p.spec)  # tentatively, for the next picks
                 picked.append((p, node))
                 if node.used_slots >= node.capacity:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .arrays import capped_parent
 from .spec import JobSpec, matches
 
 
@@ -141,6 +142,7 @@ class Placed:
     attempt: int
     slots: int
     memory: int
+    array: str | None = None  # the capped array it belongs to (`arrays.ArrayCaps`)
 
 
 class Capacity:
@@ -162,7 +164,9 @@ class Capacity:
         return [n for n in self.nodes.values() if not n.drained and n.used_slots < n.capacity]
 
     def place(self, job_id: str, node_name: str, attempt: int, spec: JobSpec) -> None:
-        self.running[job_id] = Placed(job_id, node_name, attempt, spec.slots, spec.memory_mb or 0)
+        self.running[job_id] = Placed(
+            job_id, node_name, attempt, spec.slots, spec.memory_mb or 0, capped_parent(spec)
+        )
         node = self.nodes.get(node_name)
         if node is not None:
             node.take(spec)

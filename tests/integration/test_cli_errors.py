@@ -278,7 +278,10 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
             for cond, other in (("ok", "any"), ("any", "fail"), ("fail", "ok"))
         },
         "submit:--name": ["", "\n", "a\x07b", "x" * 10_000],
-        "--array": ["", "abc", "0", "-1", "100001", With("2", ("--id", "fixed-id"))],
+        "--array": [
+            *["", "abc", "0", "-1", "100001", "5-2", "0-9:0", "0-9%0", "1-1000000", "0-2x"],
+            With("2", ("--id", "fixed-id")),
+        ],
         "--file": [
             "",
             missing,

@@ -121,6 +121,13 @@ def test_submit_wait_prints_one_document(shared):
     assert failed["counts"] == {"failed": 1}
     many, _ = run_json(shared, "submit", "--wait", "--array", "3", "--", "true")
     assert many["counts"] == {"succeeded": 3} and len(many["submitted"]) == 3
+    parent = many["submitted"][0]["array"]
+    array, _ = run_json(shared, "status", parent)
+    assert array["counts"] == {"succeeded": 3} and array["array"] is True
+    waited, _ = run_json(shared, "wait", parent)
+    assert waited["counts"] == {"succeeded": 3}
+    cancelled, _ = run_json(shared, "cancel", parent)
+    assert cancelled == {"id": parent, "array": True, "requested": 0}
     first = many["submitted"][0]["id"]
     after, _ = run_json(shared, "submit", "--wait", "--after-ok", first, "--", "true")
     assert after["counts"] == {"succeeded": 1}
