@@ -13,9 +13,17 @@ import pytest
 from certs import TestCA
 from rbac import etcdctl, setup_commands
 
+from picluster_agent.api_client import ApiClient
 from picluster_agent.errors import PermissionDenied
 from picluster_agent.etcd.adapter import EtcdClient, TLSFiles
-from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, ServerTLS, wait_for
+from picluster_agent.etcd.localcluster import (
+    AgentApi,
+    AgentProcess,
+    EtcdCluster,
+    ServerTLS,
+    free_port,
+    wait_for,
+)
 
 PREFIX = "/picluster"
 USERS = [
@@ -72,18 +80,18 @@ def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthEtcd]:
 
 # What each role may do, written out (not read from rbac.yml): the test of that file.
 KEYS = ["election/1", "leader", "nodes/pi9", "drain/pi9", "queue/J1", "jobs/J1",
-        "assign/pi9/J1", "results/J1", "cancel/J1"]  # fmt: skip
+        "assign/pi9/J1", "results/J1", "cancel/J1", "users/alice"]  # fmt: skip
 ALLOWED = {
     "picluster-agent-pi1": {
         "read": set(KEYS),
-        "write": set(KEYS) - {"drain/pi9"},
+        "write": set(KEYS) - {"drain/pi9", "users/alice"},
     },
     "carol": {
-        "read": set(KEYS) - {"assign/pi9/J1"},
+        "read": set(KEYS) - {"assign/pi9/J1", "users/alice"},
         "write": {"queue/J1", "cancel/J1"},
     },
     "olga": {
-        "read": set(KEYS) - {"assign/pi9/J1"},
+        "read": set(KEYS) - {"assign/pi9/J1", "users/alice"},
         "write": {"queue/J1", "cancel/J1", "drain/pi9"},
     },
     "rita": {"read": set(KEYS), "write": set()},
@@ -176,3 +184,39 @@ def test_deleting_a_persons_user_refuses_their_certificate_at_once(
     refused = cli("submit", *auth_etcd.flags("alice"), "--", "true")
     assert refused.returncode == 2 and refused.stdout == ""
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_the_https_api_under_access_control_follows_users_and_their_revocation(
+    auth_etcd: AuthEtcd, tmp_path: Path
+) -> None:
+    """An agent with only its agent role reads <prefix>/users/ (what roles/etcd publishes as
+    root) and admits callers by it; deleting a person's key (playbooks/revoke.yml) refuses
+    their certificate at the API at once."""
+    ca = auth_etcd.ca
+    cert, key = ca.issue("api-pi1", server=True)
+    agent = AgentProcess(
+        "pi1", auth_etcd.cluster.endpoints_csv, PREFIX, tmp_path / "pi1",
+        extra_args=auth_etcd.flags("picluster-agent-pi1")[4:],
+        etcd_election_timeout=auth_etcd.cluster.election_timeout,
+        api=AgentApi(free_port(), ca.cacert, cert, key),
+    ).start()  # fmt: skip
+    for user, role in (("carol", "picluster-submitter"), ("rita", "picluster-reader")):
+        auth_etcd.etcdctl("root", "put", f"{PREFIX}/users/{user}", role)
+
+    def api(user: str) -> ApiClient:
+        t = auth_etcd.tls(user)
+        return ApiClient(agent.api_url, cacert=str(t.cacert), cert=str(t.cert), key=str(t.key))
+
+    try:
+        carol, rita = api("carol"), api("rita")
+        wait_for(lambda: carol.jobs() is not None, 30, what="the API")
+        job = carol.submit(["true"])
+        assert job.accepted
+        assert rita.wait(job.id, timeout=30)["state"] == "succeeded"
+        with pytest.raises(PermissionDenied, match="needs a submitter"):
+            rita.submit(["true"])
+        auth_etcd.etcdctl("root", "del", f"{PREFIX}/users/carol")
+        wait_for(lambda: not _allowed(carol.jobs), 2, what="carol refused")
+    finally:
+        agent.terminate()
+    assert "Traceback" not in agent.log_text(), agent.log_text()[-3000:]

@@ -85,6 +85,16 @@ def test_the_role_turns_access_control_on_for_an_existing_cluster_once(tmp_path:
         assert users == {"root", "alice", "bob", "picluster-agent-pi1", "picluster-agent-pi2",
                          "picluster-node-pi1", "picluster-node-pi2"}  # fmt: skip
         assert "picluster-reader" in ctl("root", "user", "get", "bob").stdout
+        # The agents' HTTPS APIs read each user's role from <prefix>/users/ (agents may).
+        published = ctl("root", "get", "--prefix", "/picluster/users/").stdout.split()
+        assert dict(zip(published[::2], published[1::2], strict=True)) == {
+            "/picluster/users/alice": "picluster-submitter",
+            "/picluster/users/bob": "picluster-reader",
+            "/picluster/users/picluster-agent-pi1": "picluster-agent",
+            "/picluster/users/picluster-agent-pi2": "picluster-agent",
+            "/picluster/users/picluster-node-pi1": "picluster-submitter",
+            "/picluster/users/picluster-node-pi2": "picluster-submitter",
+        }
         # Alice submits, Bob reads and cannot submit.
         ctl("alice", "put", "/picluster/queue/J1", "{}")
         assert "J1" in ctl("bob", "get", "--keys-only", "--prefix", "/picluster/queue/").stdout
