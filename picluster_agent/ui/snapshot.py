@@ -46,45 +46,70 @@ class Snapshot:
 class LeaderHistory:
     """Earlier masters, from etcd's history of the `leader` key.
 
-    A master's election key is created at revision E (its epoch) and every record it writes
-    carries E, so the `leader` key as it was at revision E - 1 is the last record of the
-    master before it, which names that master's own epoch, and so on. Past revisions never
-    change, so each step is read once and kept; a step that etcd has compacted away (the
-    etcd role keeps an hour) ends the walk.
+    Every record a master writes carries its epoch (its election key's create revision), and
+    epochs rise from one master to the next (the lowest candidate wins, and a new candidate
+    comes after every existing one). So the first revision at which the key holds epoch E is
+    found by bisection over the revisions since E, and the key just before that revision is
+    the last record of the master before; from there the walk goes on. Past revisions never
+    change: each master's step is searched once and kept. Where etcd has compacted the
+    history away (the etcd role keeps an hour) the walk ends.
     """
 
     def __init__(self, client: EtcdClient, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._before: dict[int, bytes | None] = {}  # epoch -> record of the master before
+        # epoch -> the master before's last record and its revision (None: not known)
+        self._before: dict[int, tuple[bytes, int] | None] = {}
         self._lock = threading.Lock()
 
-    def before(self, record: bytes | None, count: int) -> list[bytes]:
+    def before(self, leader: KV | None, count: int) -> list[bytes]:
+        """Up to `count` records of the masters before the one `leader` names, newest first."""
         out: list[bytes] = []
-        epoch = _epoch_of(record)
-        while epoch > 1 and len(out) < count:
-            previous = self._record_before(epoch)
-            older = _epoch_of(previous)
-            if previous is None or older >= epoch:
+        if leader is None:
+            return out
+        epoch, revision = _epoch_of(leader.value), leader.mod_revision
+        while epoch > 0 and len(out) < count:
+            try:
+                found = self._last_before(epoch, revision)
+            except PiclusterError:  # etcd unavailable: ask again at the next refresh
                 break
-            out.append(previous)
+            if found is None:
+                break
+            record, revision = found
+            older = _epoch_of(record)
+            if not 0 < older < epoch:
+                break
+            out.append(record)
             epoch = older
         return out
 
-    def _record_before(self, epoch: int) -> bytes | None:
+    def _last_before(self, epoch: int, revision: int) -> tuple[bytes, int] | None:
+        """The last record written before the first of `epoch`, which `revision` holds."""
         with self._lock:
             if epoch in self._before:
                 return self._before[epoch]
+        low, high = epoch, revision  # the key holds `epoch` at `high`, not before `low`
+        while low < high:
+            middle = (low + high) // 2
+            if self._epoch_at(middle) >= epoch:
+                high = middle
+            else:
+                low = middle + 1
         try:
-            kv = self._client.get(self._keys.leader, revision=epoch - 1)
-            value = kv.value if kv is not None else None
+            kv = self._client.get(self._keys.leader, revision=low - 1)
+            found = (kv.value, kv.mod_revision) if kv is not None else None
         except Compacted:
-            value = None  # gone for good: not asked again
-        except PiclusterError:  # etcd unavailable: ask again at the next refresh
-            return None
+            found = None
         with self._lock:
-            self._before[epoch] = value
-        return value
+            self._before[epoch] = found
+        return found
+
+    def _epoch_at(self, revision: int) -> int:
+        try:
+            kv = self._client.get(self._keys.leader, revision=revision)
+        except Compacted:
+            return -1  # before what etcd keeps: earlier than anything the walk can use
+        return _epoch_of(kv.value) if kv is not None else 0
 
 
 def _epoch_of(record: bytes | None) -> int:
@@ -119,7 +144,7 @@ def read_snapshot(client: EtcdClient, keys: Keys, history: LeaderHistory) -> Sna
                 leases[kv.lease] = client.lease_ttls(kv.lease)
             except PiclusterError as e:
                 errors.append(f"lease of {Keys.last_segment(kv.key)}: {e}")
-    earlier = history.before(leader.value if leader else None, MASTERS_SHOWN - 1)
+    earlier = history.before(leader, MASTERS_SHOWN - 1)
     return Snapshot(
         now=now,
         candidates=candidates,

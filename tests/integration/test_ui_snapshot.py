@@ -11,6 +11,8 @@ from picluster_agent.ui.state import build_state
 
 
 def test_earlier_masters_and_leases_from_etcd(agents):
+    # pa2 campaigns while pa1 leads: its epoch is older than its own first leader record
+    # (and may be older than pa1's first).
     first = agents.start("pa1")
     agents.wait_leader()
     agents.start("pa2")
@@ -39,4 +41,4 @@ def test_earlier_masters_and_leases_from_etcd(agents):
     fresh = LeaderHistory(agents.client, agents.keys)
     leader = agents.client.get(agents.keys.leader)
     assert leader is not None and json.loads(leader.value)["name"] == "pa2"
-    assert fresh.before(leader.value, 5) == []
+    assert fresh.before(leader, 5) == []

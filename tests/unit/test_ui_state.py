@@ -7,6 +7,7 @@ import json
 import pytest
 
 from picluster_agent.coord.registry import NodeInfo
+from picluster_agent.errors import Compacted
 from picluster_agent.etcd.adapter import KV
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.jobs.records import JobRecord, JobState
@@ -210,31 +211,50 @@ class FakeEtcd:
     def __init__(self, versions: dict[int, bytes]) -> None:
         self.versions = versions  # revision -> value written at it
         self.reads: list[int] = []
+        self.compacted = 0
 
     def get(self, key: str, *, revision: int = 0) -> KV | None:
         self.reads.append(revision)
+        if revision < self.compacted:
+            raise Compacted("required revision has been compacted")
         written = [r for r in self.versions if r <= revision]
         if not written:
             return None
         return kv(key, self.versions[max(written)], mod=max(written))
 
 
-def test_leader_history_walks_back_one_epoch_at_a_time_and_remembers():
+def test_leader_history_finds_each_masters_first_record_and_the_one_before():
+    # All three campaigned at once (epochs 8, 9, 10), before pi1's first record: a
+    # master's epoch is older than its first record, and than its predecessor's too.
     etcd = FakeEtcd(
         {
-            11: leader_record("pi1", 10, NOW - 900, NOW - 900),
-            15: leader_record("pi1", 10, NOW - 900, NOW - 600),
-            21: leader_record("pi2", 20, NOW - 590, NOW - 100),
-            31: leader_record("pi3", 30, NOW - 90, NOW),
+            11: leader_record("pi1", 8, NOW - 900, NOW - 900),
+            15: leader_record("pi1", 8, NOW - 900, NOW - 600),
+            21: leader_record("pi2", 9, NOW - 590, NOW - 590),
+            25: leader_record("pi2", 9, NOW - 590, NOW - 100),
+            31: leader_record("pi3", 10, NOW - 90, NOW),
         }
     )
     history = LeaderHistory(etcd, KEYS)  # type: ignore[arg-type]
-    current = leader_record("pi3", 30, NOW - 90, NOW)
+    current = kv(KEYS.leader, etcd.versions[31], created=11, mod=31)
     earlier = [json.loads(r) for r in history.before(current, 5)]
     assert [(r["name"], r["heartbeat"]) for r in earlier] == [
         ("pi2", NOW - 100),
         ("pi1", NOW - 600),
     ]
-    assert etcd.reads == [29, 19, 9]
+    assert history.before(current, 1) == [etcd.versions[25]]
+    reads = len(etcd.reads)
     history.before(current, 5)
-    assert etcd.reads == [29, 19, 9]  # past revisions never change: read once
+    assert len(etcd.reads) == reads  # past revisions never change: searched once
+
+
+def test_leader_history_ends_where_etcd_has_compacted():
+    etcd = FakeEtcd(
+        {
+            11: leader_record("pi1", 10, NOW - 900, NOW - 600),
+            21: leader_record("pi2", 12, NOW - 590, NOW),
+        }
+    )
+    etcd.compacted = 21  # nothing before revision 21 can be read
+    current = kv(KEYS.leader, etcd.versions[21], created=11, mod=21)
+    assert LeaderHistory(etcd, KEYS).before(current, 5) == []  # type: ignore[arg-type]
