@@ -1,0 +1,118 @@
+"""The status page: `/` and `/ui/...` (static files shipped in the package), and the JSON it
+polls, `/v1/ui/state` and `/v1/ui/jobs/{id}/tail`. Read-only; a reader may see it.
+
+Several browsers polling every second share one etcd snapshot per `STATE_MAX_AGE`, so the
+page costs the cluster the same with one viewer or ten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..errors import NotFound
+from ..etcd.keys import validate_job_id
+from ..jobs.records import JobResult, UnreadableRecord
+from ..ui.snapshot import LeaderHistory, read_snapshot
+from ..ui.state import build_state
+from .auth import Role, requires
+from .replies import json_reply
+
+if TYPE_CHECKING:
+    from .context import ApiContext
+
+STATE_MAX_AGE = 0.8  # seconds a built state is served again before etcd is read anew
+STATIC_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
+_STATIC = resources.files("picluster_agent.ui") / "static"
+
+
+def add_routes(app: web.Application, ctx: ApiContext) -> None:
+    history = LeaderHistory(ctx.etcd, ctx.keys)
+    cache = _StateCache()
+
+    def state_now() -> dict[str, Any]:
+        return build_state(read_snapshot(ctx.etcd, ctx.keys, history), ctx.keys, ctx.node)
+
+    @requires(Role.READER)
+    async def index(_request: web.Request) -> web.Response:
+        return _static_file("index.html")
+
+    @requires(Role.READER)
+    async def static(request: web.Request) -> web.Response:
+        return _static_file(request.match_info["name"])
+
+    @requires(Role.READER)
+    async def state(_request: web.Request) -> web.Response:
+        return json_reply(await cache.get(lambda: ctx.blocking(state_now)))
+
+    @requires(Role.READER)
+    async def tail(request: web.Request) -> web.Response:
+        job_id = validate_job_id(request.match_info["id"])
+        return json_reply(await ctx.blocking(_recorded_tail, ctx, job_id))
+
+    app.router.add_get("/", index)
+    app.router.add_get("/ui/{name}", static)
+    app.router.add_get("/v1/ui/state", state)
+    app.router.add_get("/v1/ui/jobs/{id}/tail", tail)
+
+
+def _static_file(name: str) -> web.Response:
+    kind = next((t for suffix, t in STATIC_TYPES.items() if name.endswith(suffix)), None)
+    # Only plain names of the package's own files: no path reaches outside static/.
+    if kind is None or "/" in name or name.startswith("."):
+        raise web.HTTPNotFound(text=f"no such file: {name}")
+    file = _STATIC / name
+    if not file.is_file():
+        raise web.HTTPNotFound(text=f"no such file: {name}")
+    return web.Response(
+        body=file.read_bytes(),
+        content_type=kind,
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-cache",
+            # The page loads nothing from elsewhere and runs no inline script.
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _recorded_tail(ctx: ApiContext, job_id: str) -> dict[str, Any]:
+    """The output tails etcd holds for a job: its last finished attempt's (results/<id>)."""
+    if ctx.etcd.get(ctx.keys.job(job_id)) is None:
+        raise NotFound(f"job {job_id} not found")
+    kv = ctx.etcd.get(ctx.keys.result(job_id))
+    empty = {"id": job_id, "attempt": None, "node": None, "stdout": "", "stderr": ""}
+    if kv is None:
+        return empty
+    try:
+        result = JobResult.from_json(kv.value)
+    except UnreadableRecord:
+        return empty
+    return {
+        "id": job_id,
+        "attempt": result.attempt,
+        "node": result.node,
+        "stdout": result.stdout_tail if isinstance(result.stdout_tail, str) else "",
+        "stderr": result.stderr_tail if isinstance(result.stderr_tail, str) else "",
+    }
+
+
+class _StateCache:
+    """One build at a time; callers within STATE_MAX_AGE of the last build get it again."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._built_at = 0.0
+        self._state: dict[str, Any] | None = None
+
+    async def get(self, build: Any) -> dict[str, Any]:
+        async with self._lock:
+            if self._state is None or time.monotonic() - self._built_at > STATE_MAX_AGE:
+                self._state = await build()
+                self._built_at = time.monotonic()
+            return self._state
