@@ -55,7 +55,8 @@ ALLOWED = {
     "duties": {"base", "etcd", "coord", "jobs", "settings", "node", "observe"},
     "api": {"base", "etcd", "coord", "jobs", "settings"},
     "doctor": {"base", "etcd", "coord", "jobs", "settings", "node", "api"},
-    "http": {"base", "etcd", "coord", "jobs", "settings", "api", "observe"},
+    # node: the logs route reads the output files of this node's attempts (node/outputs.py)
+    "http": {"base", "etcd", "coord", "jobs", "settings", "api", "observe", "node"},
     "cli": {
         "base",
         "etcd",

@@ -1,0 +1,192 @@
+"""An attempt's output, from the node that runs or ran it (docs/API.md, "Logs").
+
+    GET /v1/jobs/{id}/logs?stream=stdout|stderr&attempt=N&offset=B&follow=1&format=raw|json
+
+Only the node that ran an attempt has its output (node/outputs.py); the CLI finds that node
+in etcd (the job record names it) and asks it here. Without `attempt`: the latest attempt
+this node has of the job. `offset`: start at this byte of the stream (to resume).
+
+- `format=raw` (the default without `follow`): the bytes as written; bytes dropped by the
+  node's output cap are replaced by one line saying how many.
+- `format=json` (the default with `follow`): one JSON object per line: `{"offset": B,
+  "text": "..."}` (or `"base64"` for bytes that are not UTF-8), `{"offset": B, "dropped":
+  N}` (N = -1: cut back), and last `{"end": true, "running": false, "outcome": {...}}`
+  with the attempt's exit code, signal, timeout, cancel and error as the node saw them
+  (`outcome` is null when this agent did not see it end: it was restarted since).
+- `follow=1`: keeps streaming new bytes as the job writes them (a new look every
+  outputs.FOLLOW_POLL seconds) and ends when the attempt has ended and everything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..errors import ConfigError, NotFound
+from ..etcd.keys import validate_job_id
+from ..node.outputs import FOLLOW_POLL, STREAMS, OutputReader, dropped_note, output_path
+from ..node.runner import Outcome, attempt_state
+from .auth import Role, requires
+
+if TYPE_CHECKING:
+    from .context import ApiContext
+
+FORMATS = ("raw", "json")
+CONTENT_TYPES = {"raw": "application/octet-stream", "json": "application/x-ndjson"}
+# A quiet follow sends an empty line this often (json format), so that a caller can tell a
+# quiet job from a dead node (the CLI gives up on a silent stream after 15 s).
+HEARTBEAT = 5.0
+_ATTEMPT_FILE = re.compile(r"([1-9][0-9]{0,8})\.(stdout|stderr)")
+MAX_ATTEMPT = 999_999_999
+
+
+def add_routes(app: web.Application, ctx: ApiContext) -> None:
+    data_dir = ctx.cfg.data_dir
+    node = ctx.node
+
+    @requires(Role.READER)
+    async def logs(request: web.Request) -> web.StreamResponse:
+        job_id = validate_job_id(request.match_info["id"])
+        q = request.query
+        stream = _choice(q.get("stream", "stdout"), "stream", STREAMS)
+        follow = _flag(q.get("follow"), "follow")
+        fmt = _choice(q.get("format", "json" if follow else "raw"), "format", FORMATS)
+        offset = _whole(q.get("offset"), "offset", 0) or 0
+        attempt = _whole(q.get("attempt"), "attempt", 1, MAX_ATTEMPT)
+        if attempt is None:
+            attempt = latest_attempt(data_dir, job_id)
+        if attempt is None:
+            raise NotFound(f"job {job_id} has no output on node {node}: it did not run here")
+        reader = OutputReader(output_path(data_dir, job_id, attempt, stream), offset)
+        running, _ = attempt_state(data_dir, job_id, attempt)
+        if not reader.open() and not running:
+            raise NotFound(
+                f"job {job_id} attempt {attempt} has no output on node {node}: not run here, "
+                "or removed past its retention"
+            )
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-ndjson"
+                if fmt == "json"
+                else "application/octet-stream",
+                "X-Picluster-Attempt": str(attempt),
+                "X-Picluster-Node": node,
+                "Cache-Control": "no-store",
+            }
+        )
+        await response.prepare(request)
+        try:
+            with reader:
+                await _send(
+                    response, reader, fmt, follow, lambda: attempt_state(data_dir, job_id, attempt)
+                )
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response  # the caller went away, or the server stops
+        await response.write_eof()
+        return response
+
+    app.router.add_get("/v1/jobs/{id}/logs", logs)
+
+
+async def _send(
+    response: web.StreamResponse,
+    reader: OutputReader,
+    fmt: str,
+    follow: bool,
+    state: Any,
+) -> None:
+    """Send what there is; following, until the attempt has ended and all is sent."""
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    while True:
+        running, outcome = state()  # before reading: once it has ended, one last read is all
+        sent = False
+        for piece in reader.pieces():
+            sent = True
+            if fmt == "raw":
+                if piece.dropped:
+                    await response.write(dropped_note(piece))
+                await response.write(piece.data)
+                continue
+            if piece.dropped:
+                skipped = piece.offset - piece.dropped if piece.dropped > 0 else piece.offset
+                await response.write(_line({"offset": skipped, "dropped": piece.dropped}))
+            if piece.data:
+                await response.write(_line({"offset": piece.offset, **_encoded(piece.data)}))
+        if not follow or not running:
+            if fmt == "json":
+                end = {"end": True, "running": running, "outcome": _outcome(outcome)}
+                await response.write(_line(end))
+            return
+        if sent:
+            last_write = loop.time()
+        else:
+            if fmt == "json" and loop.time() - last_write >= HEARTBEAT:
+                await response.write(b"\n")
+                last_write = loop.time()
+            await asyncio.sleep(FOLLOW_POLL)
+
+
+def latest_attempt(data_dir: str, job_id: str) -> int | None:
+    """The highest attempt of `job_id` with output on this node, if any."""
+    try:
+        names = os.listdir(f"{os.path.abspath(data_dir)}/jobs/{validate_job_id(job_id)}")
+    except OSError:
+        return None
+    found = [int(m.group(1)) for name in names if (m := _ATTEMPT_FILE.fullmatch(name))]
+    return max(found, default=None)
+
+
+def _outcome(outcome: Outcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    return {
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "timed_out": outcome.timed_out,
+        "cancelled": outcome.cancelled,
+        "error": outcome.error,
+    }
+
+
+def _encoded(data: bytes) -> dict[str, str]:
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:  # binary, or a character split between two reads
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true", ""):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def _whole(value: str | None, name: str, low: int, high: int | None = None) -> int | None:
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        top = f"-{high}" if high is not None else " or more"
+        raise ConfigError(f"{name} must be {low}{top}, got {value!r}")
+    return number

@@ -1,0 +1,239 @@
+"""A job's output from the node that runs it: `GET /v1/jobs/{id}/logs` over real TLS,
+`picluster logs` (whole, -f, --stderr, --attempt), `picluster run` (live output, exit codes,
+Ctrl-C, a master killed mid-run), on real etcd and real agents with their HTTPS APIs.
+
+One cluster for the module (the master-kill test goes last: it leaves one agent dead)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from picluster_agent import joblogs
+from picluster_agent.client import Client
+from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
+from picluster_agent.etcd.localpki import CertFiles
+
+from conftest import Agents, picluster
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class World:
+    group: Agents
+    reader: CertFiles
+    submitter: CertFiles
+
+    @property
+    def cacert(self) -> str:
+        return self.group.apis.pki.cacert
+
+    def conn(self, who: CertFiles | None = None) -> list[str]:
+        who = who or self.submitter
+        return [
+            "--endpoints", self.group.cluster.endpoints_csv, "--prefix", self.group.prefix,
+            "--cacert", self.cacert, "--cert", who.cert, "--key", who.key,
+        ]  # fmt: skip
+
+    def client(self, who: CertFiles | None = None) -> Client:
+        who = who or self.submitter
+        return Client(
+            self.group.cluster.endpoints_csv,
+            prefix=self.group.prefix,
+            cacert=self.cacert,
+            cert=who.cert,
+            key=who.key,
+        )
+
+    def get(self, node: str, path: str, who: CertFiles | None = None) -> tuple[int, bytes, dict]:
+        context = ssl.create_default_context(cafile=self.cacert)
+        if who is not None:
+            context.load_cert_chain(who.cert, who.key)
+        port = self.group.by_name(node).api.port
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read(), dict(response.getheaders())
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> World:
+    base = tmp_path_factory.mktemp("logs")
+    cluster = EtcdCluster(base / "etcd", 1).start()
+    group = Agents(cluster, f"/logs-{uuid.uuid4().hex[:6]}", base / "agents")
+    group.start("pi1", slots=4, with_api=True)
+    group.start("pi2", slots=4, with_api=True)
+    w = World(
+        group,
+        reader=group.apis.user("rita", "picluster-reader"),
+        submitter=group.apis.user("sam", "picluster-submitter"),
+    )
+    group.wait_registered(2)
+    group.wait_leader()
+    for node in ("pi1", "pi2"):
+        wait_for(lambda n=node: w.get(n, "/healthz")[0] == 200, 20, what="API up")
+    yield w
+    group.stop_all()
+    cluster.stop_all()
+
+
+def submit_and_wait(world: World, command: list[str], **fields: object) -> str:
+    client = world.client()
+    job_id = client.submit(command, **fields).id
+    status = client.wait([job_id], timeout=60)[job_id]
+    assert status.state.final, status
+    return job_id
+
+
+BIG = "import sys\nfor i in range(20000): print(f'line {i:05d}')\nprint('to err', file=sys.stderr)"
+
+
+def test_logs_prints_the_whole_output_from_the_node(world):
+    job_id = submit_and_wait(world, [sys.executable, "-c", BIG])
+    expected = "".join(f"line {i:05d}\n" for i in range(20000))  # 220 KB: past etcd's tail
+    out = picluster("logs", *world.conn(world.reader), job_id)
+    assert (out.returncode, out.stderr) == (0, ""), out.stderr
+    assert out.stdout == expected
+    err = picluster("logs", *world.conn(world.reader), "--stderr", "--attempt", "1", job_id)
+    assert (err.returncode, err.stdout) == (0, "to err\n"), err.stderr
+    doc = json.loads(picluster("logs", *world.conn(), "-o", "json", job_id).stdout)
+    assert doc["source"] == "node" and doc["output"] == expected
+    assert joblogs.read_output(world.client(), job_id) == expected.encode()
+
+
+def test_the_api_serves_raw_and_json_and_refuses_bad_input(world):
+    job_id = submit_and_wait(world, ["sh", "-c", "printf 'a\\nb\\n'; printf 'oops' >&2; exit 4"])
+    node = world.client().status(job_id).record.node
+    status, body, headers = world.get(node, f"/v1/jobs/{job_id}/logs", world.reader)
+    assert (status, body, headers["X-Picluster-Attempt"]) == (200, b"a\nb\n", "1")
+    path = f"/v1/jobs/{job_id}/logs?stream=stderr&format=json&offset=1"
+    status, body, _ = world.get(node, path, world.reader)
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert lines[0] == {"offset": 1, "text": "ops"}
+    assert lines[-1]["end"] and lines[-1]["outcome"]["exit_code"] == 4
+    other = "pi2" if node == "pi1" else "pi1"
+    for where, path, who, want in [
+        (other, f"/v1/jobs/{job_id}/logs", world.reader, 404),  # it did not run there
+        (node, f"/v1/jobs/{job_id}/logs", None, 401),  # no certificate
+        (node, f"/v1/jobs/{job_id}/logs?stream=stdin", world.reader, 400),
+        (node, f"/v1/jobs/{job_id}/logs?attempt=0", world.reader, 400),
+        (node, f"/v1/jobs/{job_id}/logs?offset=-1", world.reader, 400),
+        (node, f"/v1/jobs/{job_id}/logs?follow=yes", world.reader, 400),
+        (node, f"/v1/jobs/{job_id}/logs?format=xml", world.reader, 400),
+        (node, "/v1/jobs/no-such-job/logs", world.reader, 404),
+        (node, "/v1/jobs/..%2Fx/logs", world.reader, 400),
+    ]:
+        status, body, _ = world.get(where, path, who)
+        data = json.loads(body)
+        assert (status, list(data)) == (want, ["error"]), (path, status, body)
+        assert "\n" not in data["error"]
+
+
+def test_logs_follow_streams_lines_as_they_are_written(world, tmp_path):
+    go_on = tmp_path / "go-on"  # the job goes on only once the follower has shown line 1
+    script = f"echo tick 1; until [ -e {go_on} ]; do sleep 0.02; done; echo tick 2; exit 3"
+    job_id = world.client().submit(["sh", "-c", script]).id
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picluster_agent", "logs", "-f", *world.conn(world.reader), job_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"tick 1\n"
+    go_on.touch()
+    assert proc.stdout.read() == b"tick 2\n"
+    assert proc.wait(30) == 3  # the job's exit code
+
+
+def test_follow_of_a_finished_job_prints_it_and_exits_with_its_code(world):
+    job_id = submit_and_wait(world, ["sh", "-c", "echo done; kill -TERM $$"])
+    out = picluster("logs", "-f", *world.conn(world.reader), job_id)
+    assert (out.returncode, out.stdout) == (128 + signal.SIGTERM, "done\n"), out.stderr
+
+
+def test_run_streams_both_streams_and_exits_with_the_jobs_code(world):
+    script = "echo out; echo err >&2; exit 7"
+    out = picluster("run", *world.conn(), "--", "sh", "-c", script)
+    assert (out.returncode, out.stdout) == (7, "out\n"), out.stderr
+    assert "err\n" in out.stderr
+    killed = picluster("run", *world.conn(), "--shell", "--", "kill -KILL $$")
+    assert killed.returncode == 128 + signal.SIGKILL, killed.stderr
+    assert picluster("run", *world.conn(), "--", "true").returncode == 0
+
+
+def test_run_in_python(world):
+    chunks: list[tuple[str, bytes]] = []
+    result = joblogs.run(
+        world.client(),
+        ["sh", "-c", "echo hi; echo there >&2; exit 2"],
+        on_output=lambda stream, data: chunks.append((stream, data)),
+    )
+    assert result.exit_code == 2 and result.status.state.value == "failed"
+    assert b"".join(d for s, d in chunks if s == "stdout") == b"hi\n"
+    assert b"".join(d for s, d in chunks if s == "stderr") == b"there\n"
+
+
+def test_ctrl_c_cancels_the_job(world):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picluster_agent", "run", *world.conn(), "--",
+         "sh", "-c", "echo started; sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"started\n"  # the job runs
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(30)
+    err = proc.stderr.read().decode()
+    assert code == 130, err
+    job_id = err.split("job ", 1)[1].split()[0]
+    assert world.client().status(job_id).state.value == "cancelled"
+
+
+def test_run_rides_out_a_master_killed_mid_run(world):
+    """kill -9 of the master while its job runs: the job is run again on the other node,
+    and `run` streams the new attempt and exits with its code."""
+    client = world.client()
+    master = world.group.wait_leader().name
+    other = "pi2" if master == "pi1" else "pi1"
+    client.drain(other)  # the job goes to the master, the node about to die
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picluster_agent", "run", *world.conn(), "--",
+         "sh", "-c", "echo start $PICLUSTER_NODE; sleep 2; echo done; exit 5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == f"start {master}\n".encode()
+    client.undrain(other)
+    os.kill(world.group.by_name(master).pid, signal.SIGKILL)
+    code = proc.wait(120)
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    assert code == 5, err
+    assert out == f"start {other}\ndone\n", (out, err)
+    assert f"attempt 2 on node {other}" in err
+
+
+def test_node_gone_falls_back_to_the_tail_in_etcd(world):
+    """Last: it kills the agent left by the test above."""
+    job_id = submit_and_wait(world, ["echo", "kept in etcd"])
+    node = world.client().status(job_id).record.node
+    os.kill(world.group.by_name(node).pid, signal.SIGKILL)
+    out = picluster("logs", *world.conn(), job_id)
+    assert (out.returncode, out.stdout) == (0, "kept in etcd\n"), out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"node {node} is not reachable" in lines[0], out.stderr
+    assert "kept in etcd" in lines[0]
