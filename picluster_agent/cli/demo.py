@@ -2,7 +2,9 @@
 
 Starts a 3-member etcd and N agents as local processes (nothing touches the network beyond
 127.0.0.1), then shows the election, a crash failover (kill -9 of the master), the old master
-rejoining as a worker, and a clean handover (SIGTERM). Everything is removed at the end.
+rejoining as a worker, and a clean handover (SIGTERM). Every agent serves its HTTPS API (a
+throwaway CA in the working directory); one job goes in through one of them. Everything is
+removed at the end.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..api_client import ApiClient
 from ..client import Client, summarize
 from ..coord.election import Leader, current_leader
 from ..coord.registry import list_nodes
 from ..etcd.keys import Keys
-from ..etcd.localcluster import LEASE_TTL, AgentProcess, EtcdCluster, wait_for
+from ..etcd.localcluster import LEASE_TTL, AgentProcess, EtcdCluster, LocalApis, wait_for
+from ..etcd.localpki import LocalPKI
 from ..jobs.spec import build_spec
 
 TTL = LEASE_TTL
@@ -139,6 +143,19 @@ def _crash(cluster: EtcdCluster, keys: Keys, procs: list[AgentProcess], leader: 
     return new
 
 
+def _through_the_api(apis: LocalApis, agent: AgentProcess) -> None:
+    console.rule(f"submit through {agent.name}'s HTTPS API")
+    me = apis.user("demo", "picluster-submitter")
+    api = ApiClient(agent.api_url, cacert=apis.pki.cacert, cert=me.cert, key=me.key)
+    wait_for(lambda: api.jobs(limit=1) is not None, 15, what="the API")
+    job = api.submit(["uname", "-n"])
+    done = api.wait(job.id, timeout=30)
+    console.print(
+        f"job {job.id} sent to {agent.api_url}: {done['state']} on {done.get('node')} "
+        "(docs/API.md: the same with curl)"
+    )
+
+
 def run_demo(agents: int = 3, jobs: int = 0) -> int:
     base = Path(tempfile.mkdtemp(prefix="picluster-demo-"))
     keys = Keys("/picluster")
@@ -150,9 +167,11 @@ def run_demo(agents: int = 3, jobs: int = 0) -> int:
         with console.status("starting a 3-member etcd cluster"):
             cluster.start()
         console.print(f"etcd endpoints: {cluster.endpoints_csv}")
+        apis = LocalApis(LocalPKI(base / "pki", "picluster demo CA"), cluster.client(), keys.prefix)
 
         def start(name: str, **labels: str) -> AgentProcess:
             p = AgentProcess(name, cluster.endpoints_csv, keys.prefix, base / name, TTL, 2, labels)
+            p.api = apis.for_agent(name)
             procs.append(p.start())
             return p
 
@@ -163,6 +182,7 @@ def run_demo(agents: int = 3, jobs: int = 0) -> int:
             leader = _wait_leader(cluster, keys)
         console.print(_nodes_table(cluster, keys))
         console.print(f"master: [bold green]{leader.name}[/] (lowest election key)")
+        _through_the_api(apis, procs[-1])
 
         if jobs:
             current = _jobs_with_a_crash(cluster, keys, procs, leader, jobs, base)

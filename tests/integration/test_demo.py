@@ -8,5 +8,6 @@ def test_demo_runs_end_to_end(cli):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "kill -9 of the master" in text
+    assert "HTTPS API" in text and ": succeeded on pi" in text
     assert "every accepted job completed" in text
     assert "is a worker" in text and "took over after" in text
