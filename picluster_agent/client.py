@@ -23,7 +23,7 @@ from .config import Connection, build_connection, default_config_path, load_file
 from .coord.election import Leader, current_leader
 from .coord.registry import NodeView, list_nodes
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
-from .etcd.adapter import EtcdClient, Event, TLSFiles, op_get, op_put
+from .etcd.adapter import KV, EtcdClient, Event, TLSFiles, op_get, op_put
 from .etcd.keys import Keys, validate_job_id, validate_node_name
 from .etcd.limits import READS_PER_TXN, txn_bytes, txn_chunks
 from .jobs import transitions
@@ -35,6 +35,8 @@ from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState, Unr
 from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, parse_spec
 
 INDETERMINATE_RETRIES = 5
+JOBS_PAGE = 200  # records per read when `jobs` looks for the newest that match
+_NEWEST_FIRST: dict[str, Any] = {"sort_target": "CREATE", "sort_order": "DESCEND"}
 
 
 @dataclass(frozen=True)
@@ -407,16 +409,60 @@ class Client:
         state: JobState | str | None = None,
         node: str | None = None,
         limit: int | None = None,
+        *,
+        active: bool = False,
     ) -> list[JobStatus]:
+        """Jobs, oldest first: the newest `limit` of them, or all.
+
+        `active`: only those not finished, found without reading finished records: the
+        queue (new submissions) and the inboxes (assigned or running), then their records.
+        A job waiting between two attempts is not among them (its record is the only sign
+        of it); it is listed without `active`. Otherwise the records are read newest first
+        in pages of etcd's own `limit`, until `limit` match."""
         want = JobState(state) if state is not None else None
         out: list[JobStatus] = []
-        queued, rev = self.etcd.get_prefix(self.keys.queue_dir)
+        queued, rev = self.etcd.get_prefix(self.keys.queue_dir, limit=limit or 0, **_NEWEST_FIRST)
+        order = {}  # a submission's place: its queue key's create revision (a record's seq)
         if want in (None, JobState.QUEUED) and node is None:
             for kv in queued:
                 job_id = Keys.last_segment(kv.key)
-                out.append(JobStatus(job_id, JobState.QUEUED, None, None, "submitted"))
-        records, _ = self.etcd.get_prefix(self.keys.jobs_dir, revision=rev)
-        for kv in records:
+                order[job_id] = kv.create_revision
+                out.append(JobStatus(job_id, JobState.QUEUED, _submitted(kv), None, "submitted"))
+        if active or (want is not None and not want.final):
+            inboxes, _ = self.etcd.get_prefix(self.keys.assign_root, keys_only=True, revision=rev)
+            ids = [a[1] for kv in inboxes if (a := self.keys.assignment_of(kv.key))]
+            found = self.etcd.get_many([self.keys.job(i) for i in ids])
+            out += self._matching(found.values(), want, node, active=True)
+        else:
+            out += self._newest_records(want, node, limit, rev)
+        out.sort(key=lambda s: (s.record.seq if s.record else order.get(s.id, 0), s.id))
+        return out[-limit:] if limit else out
+
+    def _newest_records(
+        self, want: JobState | None, node: str | None, limit: int | None, rev: int
+    ) -> list[JobStatus]:
+        """Records newest first, a page at a time, until `limit` match (all without one)."""
+        page = max(limit or 0, JOBS_PAGE) if limit else 0
+        out: list[JobStatus] = []
+        below = 0  # max_create_revision of the next page (0: no bound)
+        while True:
+            kvs, _ = self.etcd.get_prefix(
+                self.keys.jobs_dir,
+                limit=page,
+                max_create_revision=below,
+                revision=rev,
+                **_NEWEST_FIRST,
+            )
+            out += self._matching(kvs, want, node)
+            if not page or len(kvs) < page or (limit and len(out) >= limit):
+                return out
+            below = kvs[-1].create_revision - 1
+
+    def _matching(
+        self, kvs: Iterable[KV], want: JobState | None, node: str | None, active: bool = False
+    ) -> list[JobStatus]:
+        out = []
+        for kv in kvs:
             record = _readable(kv.value, self.keys.job_id_of(self.keys.jobs_dir, kv.key))
             if record is None:
                 continue  # not written by picluster: the master ignores it too
@@ -424,9 +470,10 @@ class Client:
                 continue
             if node is not None and record.node != node:
                 continue
+            if active and record.state.final:
+                continue
             out.append(JobStatus(record.id, record.state, record, None))
-        out.sort(key=lambda s: (s.record.seq if s.record else 0, s.id))
-        return out[-limit:] if limit else out
+        return out
 
     def logs(self, job_id: str, *, stderr: bool = False) -> str:
         status = self.status(job_id)
@@ -580,6 +627,22 @@ Submission = tuple[str, str, transitions.Transition]  # job id, spec JSON, its s
 def _submit_cost(item: Submission) -> tuple[int, int, int]:
     change = item[2]
     return len(change.compares), len(change.ops), txn_bytes(change.compares, change.ops)
+
+
+def _submitted(queued: KV) -> JobRecord | None:
+    """The record a submission will get, to show it (None for a spec that will be rejected)."""
+    job_id = Keys.last_segment(queued.key)
+    try:
+        spec = parse_spec(queued.value, job_id)
+    except SpecError:
+        return None
+    return JobRecord(
+        id=job_id,
+        spec=spec.stored_dict(),
+        state=JobState.QUEUED,
+        seq=queued.create_revision,
+        submitted_at=spec.submitted_at,
+    )
 
 
 def _readable(raw: bytes, job_id: str | None) -> JobRecord | None:

@@ -24,7 +24,7 @@ from .. import __version__, defaults
 from ..client import Client
 from ..config import LOG_LEVELS, Connection, build_agent_config, ensure_data_dir, from_flags
 from ..errors import ConfigError, NoSpace, NotFound, PiclusterError, TooManyRequests, Unavailable
-from . import argtypes
+from . import argtypes, output
 from .argtypes import Parser
 from .output import emit, error, warn_alarms
 
@@ -97,7 +97,14 @@ def _api_options(p: argparse.ArgumentParser) -> None:
 
 
 def _output_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=output.OUTPUT_FORMATS,
+        action=output.DocumentFormat,
+        default="text",
+        help="text, wide (more columns), json or yaml (one document)",
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, Any], Connection]:
@@ -357,6 +364,7 @@ def _register_optional(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    output.reset()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -47,11 +48,18 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _env(items: list[str] | None) -> dict[str, str]:
+    """KEY=VALUE, or NAME alone: the submitter's own value of NAME (as `docker run -e`)."""
     env: dict[str, str] = {}
     for item in items or []:
         k, sep, v = item.partition("=")
         if not sep:
-            raise SpecError(f"--env {item!r}: expected KEY=VALUE", field="env")
+            if item not in os.environ:
+                raise SpecError(
+                    f"--env {item!r}: not set here; give NAME=VALUE, or NAME of a variable "
+                    "set in this environment",
+                    field="env",
+                )
+            v = os.environ[item]
         env[k] = v
     return env
 
@@ -234,6 +242,20 @@ def _status_row(s: JobStatus) -> tuple[Any, ...]:
     )
 
 
+def _wide_row(s: JobStatus) -> tuple[Any, ...]:
+    r = s.record
+    spec = r.spec if r is not None else {}
+    cmd = spec.get("command", spec.get("raw", ""))
+    times = [_clock(r and getattr(r, f)) for f in ("submitted_at", "started_at", "finished_at")]
+    row = _status_row(s)
+    return (*row[:5], spec.get("priority", 0), *times, spec.get("name") or "-",
+            cmd if isinstance(cmd, str) else " ".join(cmd))  # fmt: skip
+
+
+def _clock(t: float | None) -> str:
+    return time.strftime("%F %T", time.localtime(t)) if t else "-"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
@@ -278,13 +300,19 @@ def _array_status(array: ArrayStatus, fmt: str) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     client = _client(args)
-    statuses = client.jobs(state=args.state, node=args.node, limit=args.limit)
+    active = not args.all and args.state is None
+    statuses = client.jobs(state=args.state, node=args.node, limit=args.limit, active=active)
     emit(
         args.output,
         [s.to_dict() for s in statuses],
         ("id", "state", "attempt", "node", "exit", "command"),
         [_status_row(s) for s in statuses],
-    )
+        wide=(
+            ("id", "state", "attempt", "node", "exit", "priority", "submitted", "started",
+             "finished", "name", "command"),
+            [_wide_row(s) for s in statuses],
+        ),
+    )  # fmt: skip
     return 0
 
 
@@ -438,8 +466,8 @@ def add_parsers(
         "--env",
         type=argtypes.nonempty,
         action="append",
-        metavar="K=V",
-        help="environment variable",
+        metavar="K=V|NAME",
+        help="environment variable; NAME alone passes this shell's value of NAME",
     )
     p.add_argument("--cwd", type=argtypes.nonempty, help="working directory on the node (absolute)")
     p.add_argument("--at", type=argtypes.text, help="not before this time (ISO 8601, or HH:MM)")
@@ -476,7 +504,8 @@ def add_parsers(
     p = parser("status", "show one job: state, attempts, node, result, why it waits", cmd_status)
     p.add_argument("id", type=argtypes.job_id)
 
-    p = parser("jobs", "list jobs", cmd_jobs)
+    p = parser("jobs", "list jobs: those not finished, or with --all or --state any", cmd_jobs)
+    p.add_argument("--all", action="store_true", help="finished jobs too")
     p.add_argument("--state", choices=[s.value for s in JobState])
     p.add_argument("--node", type=argtypes.node_name)
     p.add_argument("--limit", type=argtypes.integer(1), help="only the last N")

@@ -221,7 +221,7 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
             With(str(f / "not-pem"), ("--cert", pem)),
             pem,  # without --cert
         ],
-        "--output": ["", "yaml", "JSON", "table"],
+        "--output": ["", "JSON", "table", "YAML", "wide "],
         # agent
         "agent:--name": node_names,
         "--lease-ttl": ["", "abc", "1.5", "-1", "0", "1", "3", str(config.MAX_LEASE_TTL + 1)],
@@ -261,7 +261,10 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "submit:--slots": ["", "abc", "1.5", "0", "-1"],
         "--memory": ["", "abc", "0", "-1"],
         "submit:--label": labels,
-        "--env": ["", "novalue", "=v", "PICLUSTER_JOB_ID=x", "A=\udcff", "A=\x00"],
+        "--env": [
+            *["", "novalue", "PICLUSTER_NOT_SET", "=v", "PICLUSTER_JOB_ID=x", "A=\udcff"],
+            "A=\x00",
+        ],
         "--cwd": ["", "relative/dir", "./x", "\n"],
         "--at": ["", "25:00", "12:61", "yesterday", "2026-13-01"],
         "--after": durations,

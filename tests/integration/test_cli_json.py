@@ -178,3 +178,42 @@ def test_doctor(shared, monkeypatch):
     assert report["status"] == "ok" and not err, report
     assert [c["status"] for c in report["checks"]] == ["ok"] * len(report["checks"])
     assert {"name", "status", "summary", "details"} == set(report["checks"][0])
+
+
+def test_env_name_alone_passes_the_submitters_value(shared, monkeypatch):
+    monkeypatch.setenv("HJ_TOKEN", "from the shell")
+    jobs, _ = run_json(shared, "submit", "--env", "HJ_TOKEN", "--env", "B=2", "--", "true")
+    status, _ = run_json(shared, "status", jobs[0]["id"])
+    assert status["spec"]["env"] == {"HJ_TOKEN": "from the shell", "B": "2"}
+
+
+def run_text(group: Agents, *argv: str) -> str:
+    command, *rest = argv
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert app.main([command, *connection(group), *rest]) == 0
+    return out.getvalue()
+
+
+def test_jobs_lists_active_ones_unless_all_and_yaml_is_the_same_document(shared):
+    import yaml
+
+    done, _ = run_json(shared, "submit", "--wait", "--", "true")
+    finished = done["jobs"][0]["id"]
+    slow, _ = run_json(shared, "submit", "--", "sleep", "30")
+    later, _ = run_json(shared, "submit", "--after", "1h", "--", "true")
+    active, _ = run_json(shared, "jobs")
+    ids = [j["id"] for j in active]
+    assert slow[0]["id"] in ids and later[0]["id"] in ids and finished not in ids
+    everything, _ = run_json(shared, "jobs", "--all")
+    assert finished in [j["id"] for j in everything]
+    newest, _ = run_json(shared, "jobs", "--all", "--limit", "2")
+    assert [j["id"] for j in newest] == [slow[0]["id"], later[0]["id"]]
+    assert yaml.safe_load(run_text(shared, "jobs", "-o", "yaml")) == active
+    wide = run_text(shared, "jobs", "-o", "wide").splitlines()
+    assert wide[0].split() == [
+        *("ID", "STATE", "ATTEMPT", "NODE", "EXIT", "PRIORITY", "SUBMITTED", "STARTED"),
+        *("FINISHED", "NAME", "COMMAND"),
+    ]
+    run_json(shared, "cancel", slow[0]["id"])
+    run_json(shared, "cancel", later[0]["id"])
