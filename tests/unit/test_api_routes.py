@@ -13,6 +13,7 @@ from picluster_agent.api.server import build_app
 from picluster_agent.client import Client
 from picluster_agent.config import AgentConfig, Connection
 from picluster_agent.etcd.adapter import EtcdClient
+from picluster_agent.jobs.spec import _FIELD_NAMES
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 
@@ -65,6 +66,11 @@ def test_every_route_declares_its_role_and_public_ones_say_so_in_the_description
         assert role is not None, route
         item = spec["paths"][route.resource.canonical][route.method.lower()]
         assert (item.get("security") == []) == (role == "public"), route
+
+
+def test_the_described_job_spec_has_exactly_the_spec_fields():
+    described = set(openapi()["components"]["schemas"]["JobSpec"]["properties"])
+    assert described == {*_FIELD_NAMES, "id"}
 
 
 def test_a_route_without_a_role_stops_the_server_from_starting():
