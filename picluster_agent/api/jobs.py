@@ -64,7 +64,8 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         state = _state(q.get("state"))
         node = validate_node_name(q["node"]) if "node" in q else None
         limit = _integer(q.get("limit"), "limit", 1, MAX_LIST)
-        found = await ctx.blocking(client.jobs, state, node, limit)
+        active = _flag(q.get("active"), "active")
+        found = await ctx.blocking(client.jobs, state, node, limit, active=active)
         return json_reply({"jobs": [_status(s) for s in found]})
 
     @requires(Role.READER)
@@ -141,6 +142,14 @@ def _integer(text: str | None, name: str, low: int, high: int) -> int | None:
     if not low <= value <= high:
         raise ConfigError(f"{name}: must be an integer from {low} to {high}, got {text!r}")
     return value
+
+
+def _flag(text: str | None, name: str) -> bool:
+    if text in (None, "0", "false"):
+        return False
+    if text in ("1", "true"):
+        return True
+    raise ConfigError(f"{name}: must be 1 or 0 (true or false), got {text!r}")
 
 
 def _seconds(text: str | None, name: str, high: float, default: float) -> float:

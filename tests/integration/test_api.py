@@ -226,8 +226,8 @@ def test_bad_input_is_one_line_400_and_etcd_is_unchanged(world, body, needle):
 @pytest.mark.parametrize(
     "path",
     ["/v1/jobs?state=bogus", "/v1/jobs?limit=0", "/v1/jobs?limit=x", "/v1/jobs?node=a%2Fb",
-     "/v1/jobs/a%20b", "/v1/jobs/x/wait?timeout=-1", "/v1/jobs/x/wait?timeout=nan",
-     "/v1/jobs/x/wait?timeout=301"],
+     "/v1/jobs/a%20b", "/v1/jobs?active=yes", "/v1/jobs/x/wait?timeout=-1",
+     "/v1/jobs/x/wait?timeout=nan", "/v1/jobs/x/wait?timeout=301"],
 )  # fmt: skip
 def test_bad_queries_are_one_line_400(world, path):
     status, data, raw = world.call("GET", path, "rita")
@@ -272,6 +272,8 @@ def test_list_filters_by_state_and_limit(world):
     done = {j["id"] for j in world.api("rita").jobs(state="succeeded")}
     assert set(ids) <= done
     assert len(world.api("rita").jobs(limit=2)) == 2
+    status, data, _ = world.call("GET", "/v1/jobs?active=1", "rita")
+    assert status == 200 and not {j["id"] for j in data["jobs"]} & set(ids)
 
 
 def test_wait_wakes_when_the_job_ends(world):
