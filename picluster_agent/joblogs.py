@@ -47,6 +47,7 @@ STATE_POLL = 0.1  # seconds between looks at the job record while between attemp
 
 OnOutput = Callable[[str, bytes], None]  # (stream, bytes)
 OnNote = Callable[[str], None]  # one line for the person watching
+OnEnd = Callable[[int, "dict[str, Any] | None"], None]  # (attempt, outcome as its node saw it)
 
 
 class NodeUnreachable(Unavailable):
@@ -62,6 +63,17 @@ class RunResult:
     id: str
     status: JobStatus
     exit_code: int  # the job's: its exit code, 128+N for signal N, 1 when it never ran
+
+
+def outcome_exit_code(outcome: dict[str, Any] | None) -> int:
+    """The exit code of an attempt's outcome as the logs route sends it (see exit_code_of)."""
+    if not isinstance(outcome, dict):
+        return 1
+    if isinstance(outcome.get("exit_code"), int):
+        return int(outcome["exit_code"])
+    if isinstance(outcome.get("signal"), int):
+        return 128 + int(outcome["signal"])
+    return 1
 
 
 def exit_code_of(status: JobStatus) -> int:
@@ -234,6 +246,7 @@ class _Follower:
     on_note: OnNote
     only_attempt: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    on_end: OnEnd = lambda _attempt, _outcome: None
     tls: ssl.SSLContext | None = None
 
     def run(self) -> JobStatus:
@@ -313,6 +326,7 @@ class _Follower:
                     if self.stop.is_set():
                         return
                     if event.get("end"):
+                        self.on_end(req.attempt, event.get("outcome"))
                         return
                     self._deliver(req, event)
                     delay = RETRY_MIN
@@ -372,13 +386,16 @@ def follow(
     streams: Sequence[str] = STREAMS,
     attempt: int | None = None,
     stop: threading.Event | None = None,
+    on_end: OnEnd = lambda _attempt, _outcome: None,
 ) -> JobStatus:
     """Stream a job's output as it is written, from attempt to attempt, until it is final
     (with `attempt`: until that attempt has ended); returns the job's status then.
 
     `on_output(stream, data)` gets the bytes, in order per stream; `on_note(line)` what a
-    person watching should know (the next attempt began elsewhere, a node went away).
-    Setting `stop` ends the follow early."""
+    person watching should know (the next attempt began elsewhere, a node went away);
+    `on_end(attempt, outcome)` how an attempt ended as its node saw it (once per stream;
+    outcome None when the node's agent did not see it end). Setting `stop` ends the follow
+    early."""
     validate_job_id(job_id)
     for stream in streams:
         if stream not in STREAMS:
@@ -386,6 +403,7 @@ def follow(
     follower = _Follower(
         client, job_id, list(streams), on_output, on_note, attempt, stop or threading.Event()
     )
+    follower.on_end = on_end
     return follower.run()
 
 
@@ -438,6 +456,7 @@ __all__ = [
     "RunResult",
     "exit_code_of",
     "follow",
+    "outcome_exit_code",
     "read_output",
     "run",
 ]

@@ -21,7 +21,14 @@ from typing import Any
 from ..client import Client, JobStatus
 from ..config import from_flags
 from ..errors import NotFound
-from ..joblogs import NodeUnreachable, exit_code_of, follow, read_output, run
+from ..joblogs import (
+    NodeUnreachable,
+    exit_code_of,
+    follow,
+    outcome_exit_code,
+    read_output,
+    run,
+)
 from . import argtypes
 from .output import emit
 
@@ -60,6 +67,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     stream = "stderr" if args.stderr else "stdout"
     status = client.status(args.id)
     if args.follow and not status.state.final:
+        ends: dict[int, int] = {}
         final = follow(
             client,
             args.id,
@@ -67,7 +75,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
             on_note=_note,
             streams=[stream],
             attempt=args.attempt,
+            on_end=lambda attempt, outcome: ends.update({attempt: outcome_exit_code(outcome)}),
         )
+        if args.attempt is not None and args.attempt in ends:
+            return ends[args.attempt]  # that attempt's own, as its node saw it end
         return _exit_code(final, args.attempt)
     text, source = _whole_output(client, status, stream, args.attempt)
     if args.output == "json":
@@ -94,10 +105,20 @@ def _whole_output(
 
 
 def _exit_code(status: JobStatus, attempt: int | None) -> int:
-    """The job's exit code; with --attempt, that attempt's when etcd still has it."""
-    if attempt is not None and status.result is not None and status.result.attempt != attempt:
-        return 0 if status.state.final else 1
-    return exit_code_of(status) if status.state.final else 1
+    """The job's exit code; with --attempt, that attempt's (from the job's history once a
+    later attempt has replaced its result; 1 when etcd no longer says)."""
+    if attempt is None or (status.result is not None and status.result.attempt == attempt):
+        return exit_code_of(status) if status.state.final else 1
+    history = status.record.history if status.record is not None else ()
+    for entry in reversed(history):
+        code = entry.get("exit_code")
+        if (
+            entry.get("attempt") == attempt
+            and isinstance(code, int)
+            and entry.get("event") != "assigned"
+        ):
+            return code
+    return 1
 
 
 # ---------------------------------------------------------------- run

@@ -203,6 +203,17 @@ def test_ctrl_c_cancels_the_job(world):
     assert world.client().status(job_id).state.value == "cancelled"
 
 
+def test_each_attempt_keeps_its_own_output_and_exit_code(world):
+    script = 'echo "attempt $PICLUSTER_ATTEMPT"; [ "$PICLUSTER_ATTEMPT" = 2 ] || exit 3'
+    job_id = submit_and_wait(world, ["sh", "-c", script], max_attempts=2, retry_backoff=0.1)
+    first = picluster("logs", "-f", *world.conn(world.reader), "--attempt", "1", job_id)
+    assert (first.returncode, first.stdout) == (3, "attempt 1\n"), first.stderr
+    latest = picluster("logs", "-f", *world.conn(world.reader), job_id)
+    assert (latest.returncode, latest.stdout) == (0, "attempt 2\n"), latest.stderr
+    gone = picluster("logs", *world.conn(world.reader), "--attempt", "3", job_id)
+    assert gone.returncode == 4 and "attempt 3" in gone.stderr
+
+
 def test_run_rides_out_a_master_killed_mid_run(world):
     """kill -9 of the master while its job runs: the job is run again on the other node,
     and `run` streams the new attempt and exits with its code."""
