@@ -1,20 +1,28 @@
-"""The status page: `/` and `/ui/...` (static files shipped in the package), and the JSON it
-polls, `/v1/ui/state` and `/v1/ui/jobs/{id}/tail`. Read-only; a reader may see it.
+"""The status page: `/` and `/ui/...` (static files shipped in the package), the JSON it
+polls, `/v1/ui/state` and `/v1/ui/jobs/{id}/tail`, and a running job's output as it is
+written, `/v1/ui/jobs/{id}/live`. Read-only; a reader may see it.
 
 Several browsers polling every second share one etcd snapshot per `STATE_MAX_AGE`, so the
-page costs the cluster the same with one viewer or ten.
+page costs the cluster the same with one viewer or ten. A job's live output is on the node
+that runs it: this agent follows it there (joblogs, the agent's own certificate) and passes
+it on, so that the browser talks to one origin with one certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
+import threading
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..errors import NotFound
+from .. import joblogs
+from ..client import Client
+from ..errors import NotFound, PiclusterError
 from ..etcd.keys import validate_job_id
 from ..jobs.records import JobResult, UnreadableRecord
 from ..ui.snapshot import LeaderHistory, read_snapshot
@@ -26,6 +34,10 @@ if TYPE_CHECKING:
     from .context import ApiContext
 
 STATE_MAX_AGE = 0.8  # seconds a built state is served again before etcd is read anew
+# Live outputs followed at once by one agent; each holds a thread of the API's pool. A page
+# refused one shows the tail recorded in etcd instead.
+LIVE_TAILS = 8
+LIVE_CHUNKS = 64  # pieces of output waiting for a slow browser before the follower waits
 STATIC_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 _STATIC = resources.files("picluster_agent.ui") / "static"
 
@@ -54,10 +66,22 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         job_id = validate_job_id(request.match_info["id"])
         return json_reply(await ctx.blocking(_recorded_tail, ctx, job_id))
 
+    live_tails = asyncio.BoundedSemaphore(LIVE_TAILS)
+    nodes_client = _nodes_client(ctx)
+
+    @requires(Role.READER)
+    async def live(request: web.Request) -> web.StreamResponse:
+        job_id = validate_job_id(request.match_info["id"])
+        if live_tails.locked():
+            raise web.HTTPTooManyRequests(text=f"{LIVE_TAILS} live outputs are followed already")
+        async with live_tails:
+            return await _follow(request, ctx, nodes_client, job_id)
+
     app.router.add_get("/", index)
     app.router.add_get("/ui/{name}", static)
     app.router.add_get("/v1/ui/state", state)
     app.router.add_get("/v1/ui/jobs/{id}/tail", tail)
+    app.router.add_get("/v1/ui/jobs/{id}/live", live)
 
 
 def _static_file(name: str) -> web.Response:
@@ -100,6 +124,70 @@ def _recorded_tail(ctx: ApiContext, job_id: str) -> dict[str, Any]:
         "stdout": result.stdout_tail if isinstance(result.stdout_tail, str) else "",
         "stderr": result.stderr_tail if isinstance(result.stderr_tail, str) else "",
     }
+
+
+def _nodes_client(ctx: ApiContext) -> Client:
+    """This agent as a caller of the other agents' APIs: its etcd identity when it has one,
+    else its API certificate (both name the agent; the cluster CA checks the nodes)."""
+    conn = ctx.cfg.connection
+    if not (conn.cert and conn.key):
+        conn = dataclasses.replace(conn, cert=ctx.cfg.api_cert, key=ctx.cfg.api_key)
+    return Client.from_connection(conn, ctx.etcd)
+
+
+async def _follow(
+    request: web.Request, ctx: ApiContext, client: Client, job_id: str
+) -> web.StreamResponse:
+    """Stream the job's stdout and stderr as text, as written, until it ends or the browser
+    goes away; notes (another attempt, a node gone) and a failure as lines in brackets."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[bytes | None] = asyncio.Queue(LIVE_CHUNKS)
+    stop = threading.Event()
+
+    def send(data: bytes | None) -> None:
+        # From the follower's thread: waits while the browser is behind, gives up once it left.
+        future = asyncio.run_coroutine_threadsafe(pieces.put(data), loop)
+        while not stop.is_set():
+            try:
+                future.result(timeout=1)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+        future.cancel()
+
+    def follow() -> None:
+        try:
+            joblogs.follow(
+                client,
+                job_id,
+                on_output=lambda _stream, data: send(data),
+                on_note=lambda line: send(f"\n[{line}]\n".encode()),
+                stop=stop,
+            )
+        except PiclusterError as e:
+            send(f"\n[output not available: {e}]\n".encode())
+        finally:
+            send(None)
+
+    done = loop.run_in_executor(ctx.executor, follow)
+    try:
+        while (data := await pieces.get()) is not None:
+            await response.write(data)
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the browser went away (another job picked, page closed)
+    finally:
+        stop.set()
+        done.cancel()  # not started yet: never; running: it sees `stop`
+    return response
 
 
 class _StateCache:

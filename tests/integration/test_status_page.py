@@ -1,7 +1,7 @@
 """The status page in a real browser: headless Chromium (Debian's package) opens it on a
 real agent over mutual TLS with a reader's certificate, against real etcd and agents, and
 reads what it shows: the master, a job going from queued to succeeded, its recorded output,
-and a failover after `kill -9` of the master.
+a running job's output as it is written, and a failover after `kill -9` of the master.
 
 `PICLUSTER_SCREENSHOT=docs/status-page.png` also saves the page, with jobs in several
 states, where the README shows it.
@@ -50,9 +50,10 @@ def shown_master(page: Page) -> str:
 
 
 def test_status_page_in_chromium(agents: Agents, browser: Chromium) -> None:
-    agents.start("pg1", slots=2)
+    # Every agent serves its API: a job's live output is read on the node that runs it.
+    agents.start("pg1", slots=2, with_api=True)
     assert agents.wait_leader().name == "pg1"
-    agents.start("pg2", slots=2)
+    agents.start("pg2", slots=2, with_api=True)
     # The page is read from an agent that never campaigns, so that it outlives the master.
     viewer = agents.start("pg3", slots=1, master=False, with_api=True)
     agents.wait_registered(3)
@@ -100,6 +101,18 @@ def test_status_page_in_chromium(agents: Agents, browser: Chromium) -> None:
     page.wait("document.getElementById('tail').textContent.includes('hello from the page test')",
               10, "the job's output")  # fmt: skip
 
+    # A running job's output as it is written, once its id is clicked.
+    ticks = "for i in $(seq 1 40); do echo tick $i; sleep 0.25; done"
+    ticking = f"tr[data-job-id={json.dumps(client.submit(ticks, shell=True).id)}]"
+    page.wait(f"document.querySelector('#running {ticking}')", 15, "the ticking job running")
+    page.evaluate(f"document.querySelector('#running {ticking} td.id').click()")
+    page.wait(
+        "document.getElementById('tail').textContent.includes('tick 3')"
+        f" && document.querySelector('#running {ticking}')",
+        15,
+        "the running job's output, live",
+    )
+
     # kill -9 of the master: the page names the new one within seconds of etcd doing so.
     agents.by_name("pg1").kill()
     killed = time.monotonic()
@@ -135,3 +148,5 @@ def several_states(client: Client, page: Page) -> None:
     client.submit(["sleep", "1"], priority=5, not_before=time.time() + 90)
     page.wait("document.querySelectorAll('#running tr[data-job-id]').length >= 2", 20, "runs")
     page.wait("document.querySelectorAll('#failed tr[data-job-id]').length >= 1", 20, "fails")
+    page.evaluate("document.querySelector('#running tr[data-job-id] td.id').click()")
+    page.wait("document.getElementById('tail').textContent.includes('step 4 of')", 20, "live")

@@ -194,14 +194,14 @@ function setTail(text, source) {
   document.getElementById("tail-source").textContent = source;
 }
 
-// A running job's output as it is written, from the agent's logs route; the tail recorded in
-// etcd when that route is not there or refuses.
+// A running job's output as it is written (this agent follows it on the job's node); the
+// tail recorded in etcd once it ends, or when the agent cannot follow it.
 function followLive(id) {
   const abort = new AbortController();
   let poller = null;
   (async () => {
     try {
-      const res = await fetch("/v1/jobs/" + encodeURIComponent(id) + "/logs?follow=1", { signal: abort.signal });
+      const res = await fetch("/v1/ui/jobs/" + encodeURIComponent(id) + "/live", { signal: abort.signal });
       if (!res.ok || !res.body) throw new Error(res.statusText);
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
