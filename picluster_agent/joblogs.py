@@ -423,6 +423,8 @@ def run(
     for it to end)."""
     submitted = client.submit(command, id=id, **fields)
     on_submitted(submitted.id)
+    if not submitted.accepted:  # a retry of an earlier run: follow that job
+        on_note(f"job {submitted.id} was accepted before; following it")
     stop = stop or threading.Event()
     cancelled = threading.Event()
 

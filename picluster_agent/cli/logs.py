@@ -12,6 +12,7 @@ common ones (2 bad input, 3 cluster unreachable, 4 unknown job).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -45,18 +46,27 @@ def _note(line: str) -> None:
     print(f"picluster: {line}", file=sys.stderr, flush=True)
 
 
-def _writer(stream: str) -> Callable[[bytes], None]:
-    out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+class _Output:
+    """Writes each stream's bytes to ours as they come. When the reader of our stdout goes
+    away (`logs -f ID | head`), sets `closed`: the follow stops (and `run` cancels its job,
+    as a closed pipe ends a local command)."""
 
-    def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+    def __init__(self) -> None:
+        self.closed = threading.Event()
 
-    return write
-
-
-def _write_output(stream: str, data: bytes) -> None:
-    _writer(stream)(data)
+    def __call__(self, stream: str, data: bytes) -> None:
+        if self.closed.is_set():
+            return
+        out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            self.closed.set()
+            # Nothing more reaches it; nor may the interpreter's last flush fail on it.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
 
 
 # ---------------------------------------------------------------- logs
@@ -68,15 +78,19 @@ def cmd_logs(args: argparse.Namespace) -> int:
     status = client.status(args.id)
     if args.follow and not status.state.final:
         ends: dict[int, int] = {}
+        output = _Output()
         final = follow(
             client,
             args.id,
-            on_output=_write_output,
+            on_output=output,
+            stop=output.closed,
             on_note=_note,
             streams=[stream],
             attempt=args.attempt,
             on_end=lambda attempt, outcome: ends.update({attempt: outcome_exit_code(outcome)}),
         )
+        if output.closed.is_set():
+            return 0  # our reader left: not an error worth a code
         if args.attempt is not None and args.attempt in ends:
             return ends[args.attempt]  # that attempt's own, as its node saw it end
         return _exit_code(final, args.attempt)
@@ -132,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         command = command[1:]
     spec = _spec_from_args(args, command)  # bad input is refused before any connection
     client = _client(args)
-    stop = threading.Event()
+    output = _Output()
+    stop = output.closed  # Ctrl-C, or our stdout's reader gone: cancel the job
     job: dict[str, str] = {}
 
     def on_interrupt(_signum: int, _frame: Any) -> None:
@@ -147,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             client,
             spec.command,
             id=args.id,
-            on_output=_write_output,
+            on_output=output,
             on_note=_note,
             on_submitted=lambda job_id: (job.update(id=job_id), _note(f"job {job_id}")),
             stop=stop,

@@ -158,6 +158,21 @@ def test_logs_follow_streams_lines_as_they_are_written(world, tmp_path):
     assert proc.wait(30) == 3  # the job's exit code
 
 
+def test_follow_ends_quietly_when_its_reader_goes_away(world):
+    job_id = world.client().submit(["sh", "-c", "while :; do echo y; sleep 0.05; done"]).id
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picluster_agent", "logs", "-f", *world.conn(world.reader), job_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"y\n"
+    proc.stdout.close()  # `picluster logs -f ID | head -1`
+    assert proc.wait(30) == 0
+    assert proc.stderr.read() == b""
+    world.client().cancel(job_id)
+
+
 def test_follow_of_a_finished_job_prints_it_and_exits_with_its_code(world):
     job_id = submit_and_wait(world, ["sh", "-c", "echo done; kill -TERM $$"])
     out = picluster("logs", "-f", *world.conn(world.reader), job_id)
@@ -172,6 +187,12 @@ def test_run_streams_both_streams_and_exits_with_the_jobs_code(world):
     killed = picluster("run", *world.conn(), "--shell", "--", "kill -KILL $$")
     assert killed.returncode == 128 + signal.SIGKILL, killed.stderr
     assert picluster("run", *world.conn(), "--", "true").returncode == 0
+    # The same id again (a retry after a lost connection): that job, not a second one.
+    job_id = f"run-{uuid.uuid4().hex[:6]}"
+    first = picluster("run", *world.conn(), "--id", job_id, "--", "sh", "-c", "echo once; exit 4")
+    again = picluster("run", *world.conn(), "--id", job_id, "--", "sh", "-c", "echo once; exit 4")
+    assert (first.returncode, first.stdout) == (again.returncode, again.stdout) == (4, "once\n")
+    assert "accepted before; following it" in again.stderr
 
 
 def test_run_in_python(world):
