@@ -24,7 +24,7 @@ from .. import __version__, defaults
 from ..client import Client
 from ..config import LOG_LEVELS, Connection, build_agent_config, ensure_data_dir, from_flags
 from ..errors import ConfigError, NoSpace, NotFound, PiclusterError, TooManyRequests, Unavailable
-from . import argtypes, output
+from . import argtypes, completion, output
 from .argtypes import Parser
 from .output import emit, error, warn_alarms
 
@@ -354,6 +354,7 @@ def _register_optional(sub: Any) -> None:
     from . import logs as logs_cli
 
     jobs_cli.add_parsers(sub, _connection_options, _output_option)
+    completion.add_parser(sub)
     doctor_cli.add_parser(sub, _connection_options, _output_option)
     logs_cli.add_parsers(sub, _connection_options, _output_option)  # after jobs: run copies submit
     try:
@@ -366,6 +367,7 @@ def _register_optional(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     output.reset()
     parser = build_parser()
+    completion.answer(parser)  # a TAB in the shell: print the completions and exit
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -309,6 +309,7 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "jobs:--limit": ["", "abc", "0", "-1", "1.5"],
         "doctor:--quota-bytes": ["", "abc", "0", "-1", "1.5", "1e9", str(2**40 + 1)],
         "drain:node": node_names,
+        "completion:shell": ["", "tcsh", "BASH", "bash "],
         "undrain:node": node_names,
         # provision
         "provision:playbook": ["", "missing.yml", "roles"],
@@ -341,6 +342,7 @@ def base_args(world: dict[str, object], tmp: Path) -> dict[str, tuple[list[str],
         "cancel": (conn, [JOB]),
         "drain": ([*conn, "--force"], [NODE]),
         "undrain": (conn, [NODE]),
+        "completion": ([], ["bash"]),
         "doctor": (conn, []),
         "provision": (
             ["--project-dir", str(REPO), "-i", str(world["files"] / "inventory.yml")],
