@@ -23,6 +23,9 @@ REQUEST_TIMEOUT = 2.0
 # etcd sends progress notifications every 10 minutes by default on an idle watch; we ask
 # for them and re-create the stream when it is silent for longer than this.
 WATCH_IDLE_TIMEOUT = 15.0
+# A loop of the agent (keepalive, worker, scheduler) that has not turned for this long past
+# its own period is stuck: the agent stops pinging systemd's watchdog (liveness.py).
+LOOP_STALL = 30.0
 # Backoff between reconnect attempts when every endpoint is down.
 RETRY_BACKOFF_MIN = 0.1
 RETRY_BACKOFF_MAX = 5.0

@@ -123,6 +123,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from ..duties.agent import Agent, leader_heartbeat
     from ..duties.scheduler import scheduler_duty
     from ..duties.worker import worker_duty_factory
+    from ..observe import journal
     from ..observe.metrics import AgentMetrics
 
     file, conn = _load(args)
@@ -146,11 +147,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         api_key=args.api_key,
     )
     ensure_data_dir(cfg.data_dir)
-    logging.basicConfig(
-        level=cfg.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s",
-    )
+    journal.configure(cfg.name, cfg.log_level)
     metrics = AgentMetrics()
     agent = Agent(
         cfg,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from .. import defaults, timing
 from ..errors import PiclusterError, SessionLost
 from ..etcd.adapter import EtcdClient
+from ..liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ Listener = Callable[[SessionState], None]
 class Session:
     """A lease kept alive by a background thread."""
 
-    def __init__(self, client: EtcdClient, ttl: int = defaults.LEASE_TTL) -> None:
+    def __init__(
+        self, client: EtcdClient, ttl: int = defaults.LEASE_TTL, liveness: Liveness | None = None
+    ) -> None:
         if ttl < defaults.MIN_LEASE_TTL:
             raise PiclusterError(
                 f"lease TTL {ttl}s is below etcd's minimum of {defaults.MIN_LEASE_TTL}s"
             )
         self.client = client
         self.ttl = ttl
+        # The agent's loops beat here (the keepalive, and the duties run with this session).
+        self.liveness = liveness if liveness is not None else Liveness()
         sent = time.monotonic()
         self.lease_id, granted = client.grant(ttl)
         if granted < ttl:
@@ -141,9 +146,20 @@ class Session:
                 log.exception("session listener failed")
 
     def _keepalive_loop(self) -> None:
+        name = f"keepalive (lease {self.lease_id:x})"
+        try:
+            self._keep_alive(name)
+        finally:
+            self.liveness.end(name)
+
+    def _keep_alive(self, name: str) -> None:
         interval = timing.keepalive_interval(self.ttl)
         next_beat = self._last_ok_sent + interval
+        # One turn: a wait of at most `interval`, then a renewal that may try every member.
+        turn = interval + timing.KEEPALIVE_TIMEOUT * len(self.client.endpoints)
+        self.liveness.beat(name, turn + defaults.LOOP_STALL)
         while not self._closing.wait(max(0.0, next_beat - time.monotonic())):
+            self.liveness.beat(name, turn + defaults.LOOP_STALL)
             if self._state is SessionState.LOST:
                 return
             sent = time.monotonic()

@@ -33,8 +33,11 @@ from ..errors import (
 )
 from ..etcd.adapter import EtcdClient, TLSFiles, op_put
 from ..etcd.keys import Keys
+from ..liveness import Liveness
 from ..node.fsinfo import filesystem_of
+from ..observe import sdnotify
 from ..observe.metrics import AgentMetrics
+from ..observe.watchdog import Watchdog
 from ..stopping import AnyEvent, StopSignal
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ class Agent:
         self.metrics.describe_node(cfg.name, cfg.slots, cfg.labels, cfg.master)
         self.client.observer = self.metrics.etcd_request
         self.session: Session | None = None  # the current one, for /readyz
+        self.liveness = Liveness()  # the loops systemd's watchdog waits on
+        self._ready_said = False
         self.stop_event = threading.Event()
         self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
         self.worker_duty = worker_duty
@@ -85,6 +90,7 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_event.set()
+        sdnotify.notify("STOPPING=1")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -99,6 +105,8 @@ class Agent:
             "master-eligible" if self.cfg.master else "worker only",
         )
         warn_if_slow_filesystem(Path(self.cfg.data_dir))
+        interval = sdnotify.watchdog_interval()
+        watchdog = Watchdog(self.liveness, interval).start() if interval else None
         started: list[Service] = []
         try:
             for service in self.services:
@@ -108,6 +116,8 @@ class Agent:
         finally:
             for service in reversed(started):
                 service.stop()
+            if watchdog is not None:
+                watchdog.stop()
         log.info("agent %s stopped", self.cfg.name)
 
     def _run_sessions(self) -> None:
@@ -153,7 +163,7 @@ class Agent:
         backoff = defaults.RETRY_BACKOFF_MIN
         while not self.stop_event.is_set():
             try:
-                session = Session(self.client, self.cfg.lease_ttl)
+                session = Session(self.client, self.cfg.lease_ttl, self.liveness)
             except ConfigError:
                 raise
             except PiclusterError as e:
@@ -183,6 +193,11 @@ class Agent:
         )
         revision = self._register_with_retry(session, info)
         log.info("registered as %s (lease %x)", info.name, session.lease_id)
+        if not self._ready_said:
+            # systemd (Type=notify): started means registered, so `systemctl start` returns
+            # once the node can be given work.
+            self._ready_said = True
+            sdnotify.notify("READY=1", f"STATUS=registered as {info.name}")
         keeper = RegistrationKeeper(session, self.keys, info, revision)
 
         session_stop = threading.Event()
@@ -273,10 +288,12 @@ class Agent:
     def _be_master(self, election: Election, stop: AnyEvent) -> None:
         log.info("MASTER: %s is master", self.cfg.name)
         self.metrics.master_began(election.create_revision)
+        sdnotify.notify(f"STATUS=master (epoch {election.create_revision})")
         try:
             self._run_master_duties(election, stop)
         finally:
             self.metrics.master_ended()
+            sdnotify.notify("STATUS=worker")
 
     def _run_master_duties(self, election: Election, stop: AnyEvent) -> None:
         threads = []

@@ -79,7 +79,7 @@ class Cancels:
         self.held.pop(p.id)
         self.view.cancels.discard(p.id)
         if done:
-            log.info("job %s cancelled while queued", p.id)
+            log.info("job %s cancelled while queued", p.id, extra={"job_id": p.id})
             self._on_final(p.id, JobState.CANCELLED, now)
 
     def _cleanup_cancel(self, job_id: str) -> None:

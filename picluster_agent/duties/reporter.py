@@ -245,21 +245,33 @@ class Reporter:
                     "result of job %s attempt %d refused: the assignment is no longer ours",
                     report.record.id,
                     report.record.attempt,
+                    extra={"job_id": report.record.id},
                 )
                 self._done([report])
                 return
             except RequestTooLarge as e:  # not by design (see _finish): say so, loudly
-                log.error("report of job %s can never be written: %s", report.record.id, e)
+                log.error(
+                    "report of job %s can never be written: %s",
+                    report.record.id,
+                    e,
+                    extra={"job_id": report.record.id},
+                )
                 return
             except PiclusterError as e:
                 if self.stop.is_set():
-                    log.error("could not report job %s: %s", report.record.id, e)
+                    log.error(
+                        "could not report job %s: %s",
+                        report.record.id,
+                        e,
+                        extra={"job_id": report.record.id},
+                    )
                     return
                 log.warning(
                     "report of job %s not written (%s); kept, again in %.1fs",
                     report.record.id,
                     e,
                     backoff,
+                    extra={"job_id": report.record.id},
                 )
                 self.stop.wait(backoff)
                 backoff = min(defaults.RETRY_BACKOFF_MAX, backoff * 2)

@@ -106,14 +106,17 @@ class Scheduler:
             "jobs_assigned": lambda: len(self.view.capacity.running),
         }
         self.metrics.read_from(readings)
+        self._loop = f"scheduler (epoch {self.election.create_revision})"
         try:
             self._run()
         finally:
             self.metrics.stop_reading(readings)
+            self.election.session.liveness.end(self._loop)
 
     def _run(self) -> None:
         backoff = defaults.RETRY_BACKOFF_MIN
         while not self.stop.is_set():
+            self.election.session.liveness.beat(self._loop, defaults.LOOP_STALL)
             try:
                 self._run_from_snapshot()
             except _Resync:
@@ -143,6 +146,7 @@ class Scheduler:
         backoff = defaults.RETRY_BACKOFF_MIN
         try:
             while not self.stop.is_set():
+                self.election.session.liveness.beat(self._loop, defaults.LOOP_STALL)
                 if self.election.session.state is not SessionState.CONNECTED:
                     # SUSPENDED: the lease may be gone; decide nothing until it is renewed.
                     self.stop.wait(0.1)
@@ -227,7 +231,9 @@ class Scheduler:
         try:
             spec = record.job_spec()
         except SpecError as e:
-            log.error("job %s has an invalid stored spec: %s", record.id, e)
+            log.error(
+                "job %s has an invalid stored spec: %s", record.id, e, extra={"job_id": record.id}
+            )
             return
         rerun = Pending(record.id, spec, self.keys.job(record.id), mod_revision, record.seq, record)
         self.backlog.add(rerun, time.time())
@@ -288,7 +294,7 @@ class Scheduler:
         now = time.time()
         epoch = self.election.create_revision
         if self._fenced(transitions.reject(self.keys, kv, reason, now, epoch)):
-            log.warning("job %s rejected: %s", job_id, reason)
+            log.warning("job %s rejected: %s", job_id, reason, extra={"job_id": job_id})
             self._final(job_id, JobState.REJECTED, now)
         elif self.client.get(self.keys.job(job_id)) is not None:
             self._drop_duplicate(kv)
@@ -353,7 +359,7 @@ class Scheduler:
             return
         new = change.record
         assert new is not None
-        log.warning("job %s: %s", record.id, new.reason)
+        log.warning("job %s: %s", record.id, new.reason, extra={"job_id": record.id})
         if new.state.final:
             self._final(record.id, new.state, now)
         else:
@@ -457,7 +463,7 @@ class Scheduler:
         )
         kv = self.client.get(p.source_key) if p.fresh else None
         if kv is None:
-            log.error("job %s: %s; left as it is", p.id, reason)
+            log.error("job %s: %s; left as it is", p.id, reason, extra={"job_id": p.id})
             return
         try:
             self._reject(kv, reason)

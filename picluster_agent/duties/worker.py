@@ -147,11 +147,13 @@ class Worker:
         ).start()
         readings = self._readings()
         self.metrics.read_from(readings)
+        liveness, loop = self.session.liveness, f"worker (lease {self.session.lease_id:x})"
         watches: list = []  # type: ignore[type-arg]
         watching = False
         next_try, backoff = 0.0, defaults.RETRY_BACKOFF_MIN
         try:
             while not self.stop.is_set():
+                liveness.beat(loop, defaults.LOOP_STALL)
                 # The lease is gone (revoked, expired) or could be soon: stop every job now,
                 # before the master can hand them to another node.
                 if (
@@ -198,6 +200,7 @@ class Worker:
                 self._stop_all_jobs(reason="agent stopping")
             reporter.join(timeout=5)
             self.metrics.stop_reading(readings)
+            liveness.end(loop)
 
     def _readings(self) -> dict[str, Callable[[], float]]:
         """This node's gauges, read when metrics are scraped."""
@@ -341,7 +344,12 @@ class Worker:
             self._finish(job, None)  # never started: reported cancelled at once
             return
         if job.process is not None:
-            log.info("cancelling job %s (attempt %d)", job.record.id, job.record.attempt)
+            log.info(
+                "cancelling job %s (attempt %d)",
+                job.record.id,
+                job.record.attempt,
+                extra={"job_id": job.record.id},
+            )
             job.process.stop(self.cfg.kill_grace)
 
     # ------------------------------------------------------------ running one job
@@ -464,6 +472,7 @@ class Worker:
                 "to etcd (all of it is in the job's files)",
                 record.id,
                 SHORT_TAIL_CHARS,
+                extra={"job_id": record.id},
             )
             done = report(
                 replace(
@@ -493,6 +502,7 @@ class Worker:
             r.record.id,
             r.record.attempt,
             r.record.state.value,
+            extra={"job_id": r.record.id},
         )
 
     # ------------------------------------------------------------ losing the lease

@@ -22,6 +22,7 @@ ROOMS = {
     "stopping": "base",
     "endpoints": "base",
     "timing": "base",
+    "liveness": "base",
     "etcd": "etcd",
     "coord": "coord",
     "jobs": "jobs",
