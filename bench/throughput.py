@@ -151,6 +151,9 @@ def main() -> int:
     parser.add_argument(
         "--base-dir", type=Path, default=None, help="where the run's data goes (see above)"
     )
+    parser.add_argument(
+        "--agent-arg", action="append", default=[], help="one more argument for every agent"
+    )
     args = parser.parse_args()
     rates = [run_once(args) for _ in range(args.repeat)]
     if len(rates) > 1:
@@ -175,7 +178,7 @@ def run_once(args: argparse.Namespace) -> float:
         # agent talks to its local member.
         AgentProcess(f"pi{i}", ",".join(eps[i - 1:] + eps[:i - 1]), keys.prefix,
                      base / f"pi{i}", LEASE_TTL, args.slots,
-                     extra_args=["--prefetch", str(args.prefetch)]).start()
+                     extra_args=["--prefetch", str(args.prefetch), *args.agent_arg]).start()
         for i in (1, 2, 3)
     ]  # fmt: skip
     client = Client(cluster.endpoints_csv, prefix=keys.prefix)

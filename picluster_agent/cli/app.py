@@ -124,7 +124,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from ..duties.scheduler import scheduler_duty
     from ..duties.worker import worker_duty_factory
     from ..observe import journal
-    from ..observe.metrics import AgentMetrics
+    from ..observe.metrics import AgentMetrics, NoMetrics
 
     file, conn = _load(args)
     cfg = build_agent_config(
@@ -148,7 +148,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     )
     ensure_data_dir(cfg.data_dir)
     journal.configure(cfg.name, cfg.log_level)
-    metrics = AgentMetrics()
+    metrics = NoMetrics() if args.no_metrics else AgentMetrics()
     agent = Agent(
         cfg,
         master_duties=[leader_heartbeat, scheduler_duty(cfg, metrics)],
@@ -312,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="check_connection",
         action="store_false",
         help="start even if etcd is unreachable now (the agent retries with backoff)",
+    )
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="keep no Prometheus metrics (to measure their cost: bench/metrics_cost.py)",
     )
     p.set_defaults(func=cmd_agent)
 

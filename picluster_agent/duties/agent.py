@@ -79,7 +79,8 @@ class Agent:
         self.client = make_client(cfg)
         self.metrics = metrics if metrics is not None else AgentMetrics()
         self.metrics.describe_node(cfg.name, cfg.slots, cfg.labels, cfg.master)
-        self.client.observer = self.metrics.etcd_request
+        if self.metrics.enabled:
+            self.client.observer = self.metrics.etcd_request
         self.session: Session | None = None  # the current one, for /readyz
         self.liveness = Liveness()  # the loops systemd's watchdog waits on
         self._ready_said = False

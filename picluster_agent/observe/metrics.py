@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
@@ -44,9 +45,12 @@ def label_name(key: str) -> str:
 class AgentMetrics:
     """Every metric of one agent. Thread-safe: prometheus_client's metrics lock themselves."""
 
+    enabled = True
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_*: CPU seconds, resident memory, open fds
         # --- jobs, as this node's worker sees them
         self.jobs_finished = Counter(
             "picluster_jobs_finished",
@@ -156,9 +160,11 @@ class AgentMetrics:
         # Every series exists from the start: a rate over a counter that appears late is wrong.
         for state in ("connected", "suspended", "lost"):
             self.session_state.labels(state)
-        for state in ("succeeded", "failed", "cancelled"):
-            self.jobs_finished.labels(state)
+        self._finished = {
+            s: self.jobs_finished.labels(s) for s in ("succeeded", "failed", "cancelled")
+        }
         self._lock = threading.Lock()
+        self._by_kind: dict[str, tuple[Any, Any]] = {}
         self._readings: dict[str, Reading] = {}
         for gauge, labels, name in (
             (self.worker_jobs, ("waiting",), "waiting"),
@@ -222,8 +228,13 @@ class AgentMetrics:
 
     def etcd_request(self, kind: str, seconds: float, error: str | None) -> None:
         """The adapter's hook: one call per request, after every member it tried."""
-        self.etcd_requests.labels(kind).inc()
-        self.etcd_seconds.labels(kind).observe(seconds)
+        children = self._by_kind.get(kind)
+        if children is None:  # labels() validates and locks: once per kind, not per request
+            children = self._by_kind.setdefault(
+                kind, (self.etcd_requests.labels(kind), self.etcd_seconds.labels(kind))
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if error is not None:
             self.etcd_errors.labels(kind, error).inc()
         if kind == KEEPALIVE:
@@ -254,7 +265,7 @@ class AgentMetrics:
             self.start_latency.observe(max(0.0, now - submitted_at))
 
     def attempt_ended(self, state: str, run_seconds: float | None, retried: bool) -> None:
-        self.jobs_finished.labels(state).inc()
+        self._finished[state].inc()
         if retried:
             self.retries.inc()
         if run_seconds is not None:
@@ -265,3 +276,20 @@ class AgentMetrics:
     def exposition(self) -> bytes:
         """The text format a scrape gets (CONTENT_TYPE)."""
         return generate_latest(self.registry)
+
+
+class NoMetrics(AgentMetrics):
+    """Metrics turned off (`picluster agent --no-metrics`): events are dropped and etcd
+    requests not timed; a scrape shows the node's info and zeros. Exists to measure what
+    metrics cost (bench/metrics_cost.py)."""
+
+    enabled = False
+
+    def etcd_request(self, kind: str, seconds: float, error: str | None) -> None:
+        pass
+
+    def attempt_started(self, attempt: int, submitted_at: float | None, now: float) -> None:
+        pass
+
+    def attempt_ended(self, state: str, run_seconds: float | None, retried: bool) -> None:
+        pass

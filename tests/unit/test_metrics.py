@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from picluster_agent.errors import Unavailable
 from picluster_agent.etcd.adapter import EtcdClient
-from picluster_agent.observe.metrics import AgentMetrics, label_name
+from picluster_agent.observe.metrics import AgentMetrics, NoMetrics, label_name
 
 
 def promtool() -> str:
@@ -119,3 +119,15 @@ def test_the_adapter_reports_each_request_once_with_its_outcome() -> None:
         client.keepalive(1)
     client.close()
     assert seen == [("Range", "Unavailable"), ("LeaseKeepAlive", "Unavailable")]
+
+
+def test_metrics_turned_off_count_nothing() -> None:
+    m = NoMetrics()
+    m.etcd_request("Txn", 0.1, None)
+    m.attempt_started(1, submitted_at=0.0, now=1.0)
+    m.attempt_ended("failed", 1.0, retried=True)
+    s = samples(m)
+    assert not m.enabled
+    assert s[("picluster_job_attempts_total", ())] == 0
+    assert s[("picluster_job_retries_total", ())] == 0
+    assert ("picluster_etcd_requests_total", (("kind", "Txn"),)) not in s
