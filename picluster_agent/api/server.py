@@ -23,7 +23,7 @@ from ..client import Client
 from ..config import AgentConfig
 from ..errors import ConfigError
 from ..etcd.adapter import EtcdClient
-from . import describe, health, jobs, logs, page
+from . import describe, health, jobs, logs, metrics, page
 from .auth import UserDirectory, auth_middleware, declared_role
 from .context import ApiContext
 from .replies import errors_middleware
@@ -31,7 +31,7 @@ from .replies import errors_middleware
 log = logging.getLogger(__name__)
 
 # Every route module, in one place: each has `add_routes(app: web.Application, ctx)`.
-ROUTE_MODULES: list[ModuleType] = [health, describe, jobs, logs, page]
+ROUTE_MODULES: list[ModuleType] = [health, metrics, describe, jobs, logs, page]
 
 CONTEXT = web.AppKey("picluster_context", ApiContext)
 # How long a stopping server lets requests in flight finish before it cancels them.

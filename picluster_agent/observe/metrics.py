@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from .. import __version__
 
@@ -31,7 +31,8 @@ RUN_TIME_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 
 ETCD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 KEEPALIVE = "LeaseKeepAlive"  # the etcd request kind that renews the session's lease
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The text format every Prometheus 2.x parses (our names need none of 1.0.0's quoting).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Reading = Callable[[], float]
 _LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from promtool import promtool
 
 from picluster_agent.errors import Unavailable
 from picluster_agent.etcd.adapter import EtcdClient
 from picluster_agent.observe.metrics import AgentMetrics, NoMetrics, label_name
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool not installed (Debian package prometheus, scripts/apt-packages.txt)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def samples(metrics: AgentMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
