@@ -31,7 +31,7 @@ from aiohttp import web
 from ..errors import ConfigError, NotFound
 from ..etcd.keys import validate_job_id
 from ..node.outputs import FOLLOW_POLL, STREAMS, OutputReader, dropped_note, output_path
-from ..node.runner import Outcome, attempt_state
+from ..node.runner import AttemptEnd, attempt_state
 from .auth import Role, requires
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def latest_attempt(data_dir: str, job_id: str) -> int | None:
     return max(found, default=None)
 
 
-def _outcome(outcome: Outcome | None) -> dict[str, Any] | None:
+def _outcome(outcome: AttemptEnd | None) -> dict[str, Any] | None:
     if outcome is None:
         return None
     return {

@@ -361,11 +361,10 @@ class JobProcess:
 
     def _notify_done(self) -> None:
         """Run on_done; it must never take down the thread that reads the supervisor."""
-        _attempts.ended(self)
-        if self.on_done is None:
-            return
         try:
-            self.on_done(self)
+            _attempts.ended(self)
+            if self.on_done is not None:
+                self.on_done(self)
         except Exception:
             log.exception("handling the end of job %s attempt %d", self.job_id, self.attempt)
 
@@ -393,15 +392,31 @@ class JobProcess:
         )
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How an attempt ended, in brief (no output tails: many are remembered)."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    cancelled: bool
+    error: str | None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> AttemptEnd:
+        error = outcome.error[:500] if outcome.error else None
+        return cls(outcome.exit_code, outcome.signal, outcome.timed_out, outcome.cancelled, error)
+
+
 class _Attempts:
-    """The attempts of this process: those running, and the last few that ended, by
+    """The attempts of this process: those running, and how the last few ended, by
     (data dir, job id, attempt). A reader that follows an attempt's output (outputs.py)
     asks here whether more can come, and how it ended."""
 
     def __init__(self, remember: int) -> None:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str, int], JobProcess] = {}
-        self._ended: OrderedDict[tuple[str, str, int], JobProcess] = OrderedDict()
+        self._ended: OrderedDict[tuple[str, str, int], AttemptEnd] = OrderedDict()
         self._remember = remember
 
     def began(self, job: JobProcess) -> None:
@@ -410,21 +425,25 @@ class _Attempts:
 
     def ended(self, job: JobProcess) -> None:
         key = (job._data_dir, job.job_id, job.attempt)
+        outcome = job.wait(0)  # built once: the worker's wait() gets the same one
+        end = AttemptEnd.of(outcome) if outcome is not None else None
         with self._lock:
             if self._running.get(key) is job:
                 del self._running[key]
-            self._ended[key] = job
+            if end is None:
+                return
+            self._ended[key] = end
             self._ended.move_to_end(key)
             while len(self._ended) > self._remember:
                 self._ended.popitem(last=False)
 
-    def find(self, data_dir: str, job_id: str, attempt: int) -> tuple[bool, Outcome | None]:
-        """(running here now, its outcome if it ended here lately)."""
+    def find(self, data_dir: str, job_id: str, attempt: int) -> tuple[bool, AttemptEnd | None]:
+        """(running here now, how it ended if it ended here lately)."""
         key = (os.path.abspath(data_dir), job_id, attempt)
         with self._lock:
             running = key in self._running
-            ended = self._ended.get(key)
-        return running, ended.wait(0) if ended is not None and not running else None
+            ended = None if running else self._ended.get(key)
+        return running, ended
 
 
 _attempts = _Attempts(remember=1024)
@@ -432,7 +451,7 @@ _attempts = _Attempts(remember=1024)
 
 def attempt_state(
     data_dir: str | os.PathLike[str], job_id: str, attempt: int
-) -> tuple[bool, Outcome | None]:
+) -> tuple[bool, AttemptEnd | None]:
     """Whether this process runs that attempt now, and how it ended if it ended here lately."""
     return _attempts.find(os.fspath(data_dir), job_id, attempt)
 
