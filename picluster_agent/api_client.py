@@ -93,7 +93,21 @@ class ApiClient:
         data = self._call("POST", "/v1/jobs", body)
         return SubmitResult(data["id"], bool(data["accepted"]))
 
+    def submit_array(
+        self, command: Sequence[str] | str, indices: str, *, id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """One job per index (`"0-99:2%10"`, as `submit --array`); `id` is the parent's, which
+        `status`, `wait` and `cancel` take for the whole array. A retry with the same id
+        creates nothing new."""
+        spec: dict[str, Any] = {"command": command if isinstance(command, str) else list(command)}
+        if isinstance(command, str):
+            spec.setdefault("shell", True)
+        body = {**spec, **fields, "id": id or new_job_id()}
+        query = urllib.parse.urlencode({"array": indices})
+        return self._call("POST", f"/v1/jobs?{query}", body)  # type: ignore[no-any-return]
+
     def status(self, job_id: str) -> dict[str, Any]:
+        """A job's status, or an array's (by its parent id: counts and members)."""
         return self._call("GET", f"/v1/jobs/{_quoted(job_id)}")  # type: ignore[no-any-return]
 
     def jobs(

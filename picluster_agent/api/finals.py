@@ -1,4 +1,5 @@
-"""Long polls: one watch on `<prefix>/jobs/` wakes every waiter whose job became final.
+"""Long polls: one watch on `<prefix>/jobs/` wakes every waiter whose job became final
+(or, waiting on an array, any of whose members did).
 
 A waiter is registered before its handler reads the job's status, so a job that ends
 between the read and the wait still wakes it. Whatever wakes a waiter, the handler reads
@@ -24,6 +25,9 @@ class Waiter:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._event = asyncio.Event()
+
+    def clear(self) -> None:
+        self._event.clear()
 
     def wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
@@ -63,6 +67,7 @@ class FinalStates:
 
     @contextlib.contextmanager
     def waiter(self, job_id: str) -> Iterator[Waiter]:
+        """Woken when job `job_id`, or a member of array `job_id` (`job_id.N`), ends."""
         w = Waiter(asyncio.get_running_loop())
         with self._lock:
             self._waiters.setdefault(job_id, set()).add(w)
@@ -89,8 +94,11 @@ class FinalStates:
                 return
             for e in events:
                 job_id = self._keys.job_id_of(self._keys.jobs_dir, e.kv.key)
-                if job_id in self._waiters and any(m in e.kv.value for m in FINAL_STATE_MARKS):
-                    woken.extend(self._waiters[job_id])
+                if job_id is None or not any(m in e.kv.value for m in FINAL_STATE_MARKS):
+                    continue
+                parent = job_id.rpartition(".")[0]  # an array member's parent, or ""
+                for waited in (job_id, parent):
+                    woken.extend(self._waiters.get(waited, ()))
         for w in woken:
             w.wake()
 

@@ -7,6 +7,7 @@ answers only once etcd has committed the job (or found it committed before: same
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..client import JobStatus
-from ..errors import ConfigError
+from ..client import ArrayStatus, JobStatus, PartialSubmit
+from ..errors import ConfigError, NotFound, Unavailable
 from ..etcd.keys import validate_job_id, validate_node_name
+from ..jobs.arrays import ArrayRange, member_specs, parse_array
 from ..jobs.ids import new_job_id
 from ..jobs.records import JobState
-from ..jobs.spec import MAX_SPEC_BYTES, SpecError, parse_spec
+from ..jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, parse_spec
 from .auth import Role, requires
 from .finals import FinalStates
 from .replies import json_reply
@@ -47,16 +49,33 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
 
     @requires(Role.SUBMITTER)
     async def submit(request: web.Request) -> web.Response:
+        array = parse_array(request.query["array"]) if "array" in request.query else None
         body = await request.read()
         job_id = _chosen_id(body) or new_job_id()
         spec = parse_spec(body, job_id)  # the one gate every submission passes
         if spec.submitted_at is None:
             spec = dataclasses.replace(spec, submitted_at=time.time())
+        if array is not None:
+            return await submit_array(job_id, spec, array)
         result = await ctx.blocking(client.submit_spec, spec, id=job_id)
         # 201: this request made the job; 200: it existed already (a retry with its id).
         return json_reply(
             {"id": result.id, "accepted": result.accepted}, status=201 if result.accepted else 200
         )
+
+    async def submit_array(parent: str, spec: JobSpec, array: ArrayRange) -> web.Response:
+        specs, ids = member_specs(spec, parent, array.indices, array.max_running)
+        try:
+            results = await ctx.blocking(client.submit_many, specs, ids)
+        except PartialSubmit as e:
+            # The same parent id again settles the rest and creates nothing twice.
+            raise Unavailable(f"array {parent}: {e}; submit again with id {parent!r}") from e
+        accepted = sum(r.accepted for r in results)
+        return json_reply(
+            {"id": parent, "array": True, "size": len(results), "accepted": accepted,
+             "members": [r.id for r in results]},
+            status=201 if accepted else 200,
+        )  # fmt: skip
 
     @requires(Role.READER)
     async def list_jobs(request: web.Request) -> web.Response:
@@ -68,15 +87,31 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         found = await ctx.blocking(client.jobs, state, node, limit, active=active)
         return json_reply({"jobs": [_status(s) for s in found]})
 
+    def read(job_id: str) -> dict[str, Any]:
+        """A job's status, or an array's (its parent id stands for its members), as the
+        CLI's `status` reads them."""
+        try:
+            return _status(client.status(job_id))
+        except NotFound:
+            return _array(client.array(job_id))  # NotFound again: neither
+
     @requires(Role.READER)
     async def status(request: web.Request) -> web.Response:
         job_id = validate_job_id(request.match_info["id"])
-        return json_reply(_status(await ctx.blocking(client.status, job_id)))
+        return json_reply(await ctx.blocking(read, job_id))
 
     @requires(Role.SUBMITTER)
     async def cancel(request: web.Request) -> web.Response:
         job_id = validate_job_id(request.match_info["id"])
-        before = await ctx.blocking(client.cancel, job_id)
+        try:
+            before = await ctx.blocking(client.cancel, job_id)
+        except NotFound:
+            array = await ctx.blocking(client.cancel_array, job_id)
+            requested = sum(not m.state.final for m in array.members)
+            return json_reply(
+                {**_array(array), "cancel_requested": requested > 0, "requested": requested},
+                status=202 if requested else 200,
+            )
         return json_reply(
             {**_status(before), "cancel_requested": not before.state.final},
             status=200 if before.state.final else 202,
@@ -86,13 +121,19 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
     async def wait(request: web.Request) -> web.Response:
         job_id = validate_job_id(request.match_info["id"])
         timeout = _seconds(request.query.get("timeout"), "timeout", MAX_WAIT, DEFAULT_WAIT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         await ctx.blocking(finals.ensure_watching)
-        with finals.waiter(job_id) as done:
-            # Registered before the read: a job that ends between the two wakes the waiter.
-            current = await ctx.blocking(client.status, job_id)
-            if not current.state.final and await done.wait(timeout):
-                current = await ctx.blocking(client.status, job_id)
-        return json_reply(_status(current))
+        with finals.waiter(job_id) as woken:
+            while True:
+                # Cleared before the read: a job (or member) that ends between the read and
+                # the wait still wakes it.
+                woken.clear()
+                current = await ctx.blocking(read, job_id)
+                left = deadline - loop.time()
+                if current["final"] or left <= 0:
+                    return json_reply(current)
+                await woken.wait(left)  # woken, or the time is up: read once more
 
     app.router.add_post("/v1/jobs", submit)
     app.router.add_get("/v1/jobs", list_jobs)
@@ -103,6 +144,10 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
 
 def _status(s: JobStatus) -> dict[str, Any]:
     return {**s.to_dict(), "final": s.state.final}
+
+
+def _array(a: ArrayStatus) -> dict[str, Any]:
+    return {**a.to_dict(), "final": all(m.state.final for m in a.members)}
 
 
 def _chosen_id(body: bytes) -> str | None:

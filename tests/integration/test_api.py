@@ -276,6 +276,23 @@ def test_list_filters_by_state_and_limit(world):
     assert status == 200 and not {j["id"] for j in data["jobs"]} & set(ids)
 
 
+def test_arrays_by_their_parent_id(world):
+    api = world.api("sam", "pi2")
+    parent = f"arr-{uuid.uuid4().hex[:6]}"
+    made = api.submit_array(["true"], "0-4:2%2", id=parent)
+    assert made == {"id": parent, "array": True, "size": 3, "accepted": 3,
+                    "members": [f"{parent}.0", f"{parent}.2", f"{parent}.4"]}  # fmt: skip
+    assert api.submit_array(["true"], "0-4:2%2", id=parent)["accepted"] == 0  # a retry
+    done = world.api("rita").wait(parent, timeout=60)
+    assert done["final"] is True and done["counts"] == {"succeeded": 3}
+    sleepers = api.submit_array(["sleep", "60"], "3")["id"]
+    answer = api.cancel(sleepers)
+    assert answer["requested"] == 3 and answer["cancel_requested"] is True
+    assert api.wait(sleepers, timeout=60)["counts"] == {"cancelled": 3}
+    status, data, raw = world.call("POST", "/v1/jobs?array=0-9:0", "sam", {"command": ["true"]})
+    assert status == 400 and "step" in one_line_error(status, data, raw)
+
+
 def test_wait_wakes_when_the_job_ends(world):
     api = world.api("sam")
     job = api.submit(["sleep", "0.5"]).id
