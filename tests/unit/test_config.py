@@ -132,3 +132,35 @@ def test_a_node_user_who_cannot_read_the_agents_key_speaks_as_the_group(tmp_path
     agent_key.write_text("k")
     write(agent_key)
     assert from_flags(_cli_args(config))[1].key == str(agent_key)
+
+
+@pytest.mark.parametrize(
+    ("file", "flags", "enabled", "url"),
+    [
+        ({}, {}, False, ""),  # a hand-run agent without a server certificate: no API
+        ({"api_cert": "a.crt", "api_key": "a.key", "cacert": "ca.crt"}, {}, True,
+         "https://pi1.lan:7443"),
+        ({"api_cert": "a.crt", "api_key": "a.key", "cacert": "ca.crt"}, {"api_port": 0}, False, ""),
+        ({"api_cert": "a.crt", "api_key": "a.key", "cacert": "ca.crt", "api_listen": "127.0.0.1"},
+         {"api_port": 8443}, True, "https://127.0.0.1:8443"),
+        ({"api_cert": "a.crt", "api_key": "a.key", "cacert": "ca.crt", "address": "fd00::1"}, {},
+         True, "https://[fd00::1]:7443"),
+    ],
+)  # fmt: skip
+def test_the_https_api_settings(file, flags, enabled, url):
+    file = {"address": "pi1.lan", **file}
+    cfg = build_agent_config(file, build_connection(file), name="pi1", **flags)
+    assert (cfg.api_enabled, cfg.api_url) == (enabled, url)
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ({"api_cert": "a.crt", "cacert": "ca.crt"}, "needs both"),
+        ({"api_key": "a.key", "cacert": "ca.crt"}, "needs both"),
+        ({"api_cert": "a.crt", "api_key": "a.key"}, "set cacert"),
+    ],
+)
+def test_the_https_api_refuses_half_a_configuration(file, message):
+    with pytest.raises(ConfigError, match=message):
+        build_agent_config(file, build_connection(file), name="pi1")
