@@ -487,9 +487,6 @@ class Supervisor:
                 self._signal(job, signal.SIGKILL)
 
     def _exit_event(self, job: _Job) -> dict[str, Any]:
-        if job.cap is not None:  # what it wrote since the last check
-            for stream in (0, 1):
-                cap_output(job.outputs[stream], job.cap, job.punched[stream])
         cpu: float | None = None
         peak: int | None = None
         oom = False
@@ -512,12 +509,25 @@ class Supervisor:
             "timed_out": job.timed_out,
             "stopped": job.stopped,
             "fenced": job.fenced,
-            "stdout_tail": read_tail(job.outputs[0], job.tail),
-            "stderr_tail": read_tail(job.outputs[1], job.tail),
+            "stdout_tail": self._final_tail(job, 0),
+            "stderr_tail": self._final_tail(job, 1),
             "cpu": None if cpu is None else round(cpu, 6),
             "peak": peak,
             "oom": oom,
         }
+
+    @staticmethod
+    def _final_tail(job: _Job, stream: int) -> str:
+        """The stream's tail, once it is under the cap (what the job wrote since the last
+        check may have passed it). One stat for both: most jobs write nothing."""
+        path = job.outputs[stream]
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return ""
+        if job.cap is not None and size > job.cap:
+            cap_output(path, job.cap, job.punched[stream])
+        return read_tail(path, job.tail, size)
 
     def close(self) -> None:
         """The agent is gone (or we were told to stop): kill every job, then exit."""
@@ -561,10 +571,13 @@ class Supervisor:
                 self.close()
 
 
-def read_tail(path: str, limit: int) -> str:
-    """The last `limit` bytes of a file as text, not starting in the middle of a character."""
+def read_tail(path: str, limit: int, size: int | None = None) -> str:
+    """The last `limit` bytes of a file as text, not starting in the middle of a character.
+    `size`: the file's size if just seen (0: nothing to read, no call at all)."""
     try:
-        if limit <= 0 or os.stat(path).st_size == 0:  # most jobs write nothing: one call
+        if size is None:
+            size = os.stat(path).st_size
+        if limit <= 0 or size == 0:  # most jobs write nothing: one call
             return ""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
