@@ -29,7 +29,8 @@ NODE_CERTS = (
     "/etc/etcd/pki/member.crt",
     "/etc/etcd/pki/peer.crt",
     "/etc/etcd/pki/maint.crt",
-    "/etc/picluster/pki/agent.crt",
+    "/etc/picluster/pki/client.crt",
+    "/etc/picluster/pki/api.crt",
     "/etc/picluster/pki/group.crt",
     "/etc/picluster/pki/ca.crt",
 )
@@ -210,8 +211,9 @@ def certificates_check(
     client: Client, s: Survey, expiry: Callable[..., Check] = certs.expiry_check
 ) -> Check:
     conn = client.connection
-    files = {"client certificate": conn.cert, "CA": conn.cacert}
-    files.update({os.path.basename(p).removesuffix(".crt") + " (this node)": p for p in NODE_CERTS})
+    # Named by what they are and where: "client certificate /home/pi/...", "this node's /etc/...".
+    files = {f"client certificate {conn.cert}": conn.cert, f"CA {conn.cacert}": conn.cacert}
+    files.update({f"this node's {p}": p for p in NODE_CERTS})
     not_after: dict[str, float] = {}
     unreadable: list[str] = []
     for label, path in files.items():
@@ -219,9 +221,9 @@ def certificates_check(
             continue
         end = certs.not_after_of_file(path)
         if end is None:
-            unreadable.append(f"{label} {path}")
+            unreadable.append(label)
         else:
-            not_after[f"{label} {path}" if "this node" not in label else label] = end
+            not_after[label] = end
     for m in s.members:
         if m.clock is not None and m.clock.cert_not_after is not None:
             not_after[f"etcd {m.name}"] = m.clock.cert_not_after
