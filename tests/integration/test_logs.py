@@ -235,6 +235,35 @@ def test_each_attempt_keeps_its_own_output_and_exit_code(world):
     assert gone.returncode == 4 and "attempt 3" in gone.stderr
 
 
+def test_run_goes_on_when_the_master_dies_elsewhere(world, tmp_path):
+    """kill -9 of the master while the job runs on the other node: the same attempt goes on,
+    its stream is not cut, and the result reaches etcd with the new master."""
+    client = world.client()
+    master = world.group.wait_leader().name
+    worker = "pi2" if master == "pi1" else "pi1"
+    go_on = tmp_path / "go-on"
+    client.drain(master)
+    script = f"echo start $PICLUSTER_NODE; until [ -e {go_on} ]; do sleep 0.05; done; echo done"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picluster_agent", "run", *world.conn(), "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert proc.stdout.readline() == f"start {worker}\n".encode()
+        os.kill(world.group.by_name(master).pid, signal.SIGKILL)
+        world.group.wait_leader(other_than=master)
+        go_on.touch()
+        assert proc.wait(60) == 0
+        assert proc.stdout.read() == b"done\n"
+        assert "attempt 2" not in proc.stderr.read().decode()
+    finally:
+        client.undrain(master)
+        world.group.start(master, slots=4, with_api=True)  # for the tests below
+        world.group.wait_registered(2)
+
+
 def test_run_rides_out_a_master_killed_mid_run(world):
     """kill -9 of the master while its job runs: the job is run again on the other node,
     and `run` streams the new attempt and exits with its code."""
