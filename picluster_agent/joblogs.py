@@ -26,6 +26,7 @@ import http.client
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ READ_TIMEOUT = 15.0
 RETRY_MIN = 0.05  # seconds between tries to reach an attempt that has not started yet ...
 RETRY_MAX = 1.0  # ... growing to this
 STATE_POLL = 0.1  # seconds between looks at the job record while between attempts
+# A follow rides out etcd being unreachable (a leader election, a member restarting) this long.
+ETCD_PATIENCE = 30.0
 
 OnOutput = Callable[[str, bytes], None]  # (stream, bytes)
 OnNote = Callable[[str], None]  # one line for the person watching
@@ -162,6 +165,12 @@ def _open(req: _Request, *, follow: bool, fmt: str, tls: ssl.SSLContext | None) 
     try:
         conn.request("GET", f"/v1/jobs/{req.job_id}/logs?{urlencode(query)}")
         response = conn.getresponse()
+    except ssl.SSLCertVerificationError as e:
+        conn.close()
+        raise PiclusterError(
+            f"node {req.node}: its certificate does not check out against --cacert "
+            f"({e.verify_message})"
+        ) from e
     except (OSError, http.client.HTTPException) as e:
         conn.close()
         raise NodeUnreachable(req.node, _why(e)) from e
@@ -248,9 +257,24 @@ class _Follower:
     stop: threading.Event = field(default_factory=threading.Event)
     on_end: OnEnd = lambda _attempt, _outcome: None
     tls: ssl.SSLContext | None = None
+    failure: PiclusterError | None = None  # what ended a stream for good (bad input, refused)
+
+    def halted(self) -> bool:
+        return self.stop.is_set() or self.failure is not None
+
+    def status(self) -> JobStatus:
+        """The job's status, waiting out a short etcd outage."""
+        deadline = time.monotonic() + ETCD_PATIENCE
+        while True:
+            try:
+                return self.client.status(self.job_id)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(RETRY_MAX)
 
     def run(self) -> JobStatus:
-        status = self.client.status(self.job_id)
+        status = self.status()
         attempt = self.only_attempt
         while not self.stop.is_set():
             if attempt is None:
@@ -259,8 +283,10 @@ class _Follower:
                     return status  # final before (another) attempt began
             node = self._wait_for_node(attempt)
             if node is None:
-                return self.client.status(self.job_id)
+                return self.status()
             self._follow_attempt(attempt, node)
+            if self.failure is not None:
+                raise self.failure
             if self.stop.is_set():
                 break
             status = self._after_attempt(attempt)
@@ -269,7 +295,7 @@ class _Follower:
             status, attempt = self._next_attempt(status, attempt + 1)
             if attempt is None:
                 return status
-        return self.client.status(self.job_id)
+        return self.status()
 
     def _next_attempt(self, status: JobStatus, least: int) -> tuple[JobStatus, int | None]:
         """Wait until the job has an attempt >= `least` (None: it became final first)."""
@@ -282,17 +308,16 @@ class _Follower:
             if status.state.final:
                 return status, None
             self.stop.wait(STATE_POLL)
-            status = self.client.status(self.job_id)
+            status = self.status()
         return status, None
 
     def _wait_for_node(self, attempt: int) -> str | None:
-        status = self.client.status(self.job_id)
-        return node_of_attempt(status, attempt)
+        return node_of_attempt(self.status(), attempt)
 
     def _after_attempt(self, attempt: int) -> JobStatus:
         """The job once etcd has taken in the attempt's end (the node may say so first)."""
         while True:
-            status = self.client.status(self.job_id)
+            status = self.status()
             record = status.record
             moved_on = record is None or record.attempt != attempt or status.state.final
             if moved_on or status.state is JobState.QUEUED or self.stop.is_set():
@@ -319,11 +344,11 @@ class _Follower:
         """Stream one attempt's stream until its end, across lost connections."""
         delay = RETRY_MIN
         told = False
-        while not self.stop.is_set():
+        while not self.halted():
             try:
                 response = _open(req, follow=True, fmt="json", tls=self.tls)
                 for event in _events(response, req):
-                    if self.stop.is_set():
+                    if self.halted():
                         return
                     if event.get("end"):
                         self.on_end(req.attempt, event.get("outcome"))
@@ -342,6 +367,11 @@ class _Follower:
                 if isinstance(e, NodeUnreachable) and not told:
                     self.on_note(f"{e}; trying again")
                     told = True
+            except Unavailable:
+                pass  # etcd, asked for the node's URL, is away for a moment: ask again
+            except PiclusterError as e:  # refused, bad input: trying again changes nothing
+                self.failure = e
+                return
             self.stop.wait(delay)
             delay = min(RETRY_MAX, delay * 2)
 

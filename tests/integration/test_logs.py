@@ -81,8 +81,9 @@ def world(tmp_path_factory) -> World:
         reader=group.apis.user("rita", "picluster-reader"),
         submitter=group.apis.user("sam", "picluster-submitter"),
     )
-    group.wait_registered(2)
-    group.wait_leader()
+    # Setup only: agents start slowly on a machine shared by many test runs.
+    group.wait_registered(2, timeout=60)
+    group.wait_leader(timeout=60)
     for node in ("pi1", "pi2"):
         wait_for(lambda n=node: w.get(n, "/healthz")[0] == 200, 20, what="API up")
     yield w
@@ -171,6 +172,21 @@ def test_follow_ends_quietly_when_its_reader_goes_away(world):
     assert proc.wait(30) == 0
     assert proc.stderr.read() == b""
     world.client().cancel(job_id)
+
+
+def test_a_caller_the_node_refuses_gets_one_line(world, tmp_path):
+    nobody = world.group.apis.pki.issue("nobody")  # of the cluster CA, but no user
+    done = submit_and_wait(world, ["echo", "secret"])
+    go_on = tmp_path / "go-on"
+    running = world.client().submit(["sh", "-c", f"until [ -e {go_on} ]; do sleep 0.05; done"])
+    try:
+        for argv in (["logs", done], ["logs", "-f", running.id]):
+            out = picluster(*argv[:-1], *world.conn(nobody), argv[-1])
+            assert (out.returncode, out.stdout) == (1, ""), out
+            lines = out.stderr.strip().splitlines()
+            assert len(lines) == 1 and "refused" in lines[0] and "nobody" in lines[0], lines
+    finally:
+        go_on.touch()
 
 
 def test_follow_of_a_finished_job_prints_it_and_exits_with_its_code(world):
