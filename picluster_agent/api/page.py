@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import json
 import threading
 import time
 from importlib import resources
@@ -26,7 +27,7 @@ from ..errors import NotFound, PiclusterError
 from ..etcd.keys import validate_job_id
 from ..jobs.records import JobResult, UnreadableRecord
 from ..ui.snapshot import LeaderHistory, read_snapshot
-from ..ui.state import build_state
+from ..ui.state import ParsedRecords, build_state
 from .auth import Role, requires
 from .replies import json_reply
 
@@ -44,10 +45,12 @@ _STATIC = resources.files("picluster_agent.ui") / "static"
 
 def add_routes(app: web.Application, ctx: ApiContext) -> None:
     history = LeaderHistory(ctx.etcd, ctx.keys)
+    parsed = ParsedRecords()  # used by one build at a time (_StateCache)
     cache = _StateCache()
 
     def state_now() -> dict[str, Any]:
-        return build_state(read_snapshot(ctx.etcd, ctx.keys, history), ctx.keys, ctx.node)
+        snap = read_snapshot(ctx.etcd, ctx.keys, history)
+        return build_state(snap, ctx.keys, ctx.node, parsed)
 
     @requires(Role.READER)
     async def index(_request: web.Request) -> web.Response:
@@ -57,9 +60,13 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
     async def static(request: web.Request) -> web.Response:
         return _static_file(request.match_info["name"])
 
+    def state_json() -> bytes:
+        return json.dumps(state_now(), separators=(",", ":")).encode()
+
     @requires(Role.READER)
     async def state(_request: web.Request) -> web.Response:
-        return json_reply(await cache.get(lambda: ctx.blocking(state_now)))
+        body = await cache.get(lambda: ctx.blocking(state_json))
+        return web.Response(body=body, content_type="application/json")
 
     @requires(Role.READER)
     async def tail(request: web.Request) -> web.Response:
@@ -191,14 +198,15 @@ async def _follow(
 
 
 class _StateCache:
-    """One build at a time; callers within STATE_MAX_AGE of the last build get it again."""
+    """One build at a time; callers within STATE_MAX_AGE of the last build get it again
+    (encoded once)."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self._built_at = 0.0
-        self._state: dict[str, Any] | None = None
+        self._state: bytes | None = None
 
-    async def get(self, build: Any) -> dict[str, Any]:
+    async def get(self, build: Any) -> bytes:
         async with self._lock:
             if self._state is None or time.monotonic() - self._built_at > STATE_MAX_AGE:
                 self._state = await build()

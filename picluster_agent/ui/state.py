@@ -26,9 +26,35 @@ COMMAND_CHARS = 120
 LATE_RENEWAL = 3
 
 
-def build_state(snap: Snapshot, keys: Keys, served_by: str) -> dict[str, Any]:
+class ParsedRecords:
+    """Job records parsed at the last refresh, by key and mod revision (a key's value at one
+    revision never changes): an unchanged record is not parsed again. Parsing was most of a
+    refresh's CPU. Entries not seen at a refresh are dropped."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, int], JobRecord | None] = {}
+
+    def of(self, kvs: list[KV], keys: Keys) -> dict[str, JobRecord]:
+        seen: dict[tuple[str, int], JobRecord | None] = {}
+        out = {}
+        for kv in kvs:
+            job_id = keys.job_id_of(keys.jobs_dir, kv.key)
+            if job_id is None:
+                continue
+            mark = (kv.key, kv.mod_revision)
+            record = self._parsed[mark] if mark in self._parsed else _parse(kv, job_id)
+            seen[mark] = record
+            if record is not None:
+                out[job_id] = record
+        self._parsed = seen
+        return out
+
+
+def build_state(
+    snap: Snapshot, keys: Keys, served_by: str, parsed: ParsedRecords | None = None
+) -> dict[str, Any]:
     master = _master(snap, keys)
-    jobs = _records(snap.jobs, keys)
+    jobs = (parsed or ParsedRecords()).of(snap.jobs, keys)
     active = _active(snap.assignments, jobs, keys)
     return {
         "served_by": served_by,
@@ -139,17 +165,11 @@ def _lease(ttls: tuple[int, int] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------ jobs
 
 
-def _records(kvs: list[KV], keys: Keys) -> dict[str, JobRecord]:
-    out = {}
-    for kv in kvs:
-        job_id = keys.job_id_of(keys.jobs_dir, kv.key)
-        if job_id is None:
-            continue
-        try:
-            out[job_id] = JobRecord.from_json(kv.value, job_id)
-        except UnreadableRecord:
-            continue
-    return out
+def _parse(kv: KV, job_id: str) -> JobRecord | None:
+    try:
+        return JobRecord.from_json(kv.value, job_id)
+    except UnreadableRecord:
+        return None
 
 
 def _active(assignments: list[KV], jobs: dict[str, JobRecord], keys: Keys) -> dict[str, JobRecord]:

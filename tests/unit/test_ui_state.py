@@ -12,7 +12,7 @@ from picluster_agent.etcd.adapter import KV
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.jobs.records import JobRecord, JobState
 from picluster_agent.ui.snapshot import LeaderHistory, Snapshot
-from picluster_agent.ui.state import CHART_MINUTES, build_state
+from picluster_agent.ui.state import CHART_MINUTES, ParsedRecords, build_state
 
 KEYS = Keys("/pc")
 NOW = 1_800_000_000.0  # a whole minute
@@ -258,3 +258,25 @@ def test_leader_history_ends_where_etcd_has_compacted():
     etcd.compacted = 21  # nothing before revision 21 can be read
     current = kv(KEYS.leader, etcd.versions[21], created=11, mod=21)
     assert LeaderHistory(etcd, KEYS).before(current, 5) == []  # type: ignore[arg-type]
+
+
+def test_unchanged_records_are_parsed_once(monkeypatch):
+    parses: list[str] = []
+    real = JobRecord.from_json
+
+    def counting(raw, job_id=None):
+        parses.append(job_id)
+        return real(raw, job_id)
+
+    monkeypatch.setattr(JobRecord, "from_json", counting)
+    parsed = ParsedRecords()
+    done = job("a", JobState.SUCCEEDED, finished_at=NOW)
+    runs = job("b", JobState.RUNNING, node="pi1", attempt=1)
+    first = [kv(KEYS.job("a"), done.to_json(), mod=5), kv(KEYS.job("b"), runs.to_json(), mod=6)]
+    build_state(snapshot(jobs=first), KEYS, "pi3", parsed)
+    assert sorted(parses) == ["a", "b"]
+    finished = runs.with_(state=JobState.SUCCEEDED, finished_at=NOW)
+    second = [first[0], kv(KEYS.job("b"), finished.to_json(), mod=9)]  # b changed
+    s = build_state(snapshot(jobs=second), KEYS, "pi3", parsed)
+    assert sorted(parses) == ["a", "b", "b"]
+    assert {j["id"] for j in s["finished"]} == {"a", "b"}

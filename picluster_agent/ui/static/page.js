@@ -7,6 +7,7 @@ const TAIL_POLL_MS = 2000;
 const TAIL_CHARS = 20000;
 let picked = null;        // job id chosen by a click; null: follow the newest running job
 let tailJob = null;       // job whose output is shown
+let tailState = null;     // its state when it was picked
 let tailStop = null;      // stops the current tail (stream or poll)
 let lastOk = 0;
 let updates = 0;
@@ -153,7 +154,10 @@ function draw(state) {
   const wanted = picked || (newest && newest.id) || tailJob;
   const all = [...state.running, ...state.queue, ...state.failed, ...state.finished];
   const job = all.find((j) => j.id === wanted);
-  if (wanted && wanted !== tailJob) showTail(wanted, job ? job.state : "");
+  // A new job to show, or the one shown has started running: follow it live.
+  if (wanted && (wanted !== tailJob || (job && job.state === "running" && tailState !== "running"))) {
+    showTail(wanted, job ? job.state : "");
+  }
   document.body.dataset.updates = String(++updates);
   document.body.dataset.master = state.master ? state.master.name : "";
 }
@@ -179,6 +183,7 @@ async function refresh() {
 function showTail(id, state) {
   if (tailStop) tailStop();
   tailJob = id;
+  tailState = state;
   document.getElementById("tail-job").textContent = id;
   document.getElementById("tail").textContent = "";
   document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
