@@ -27,6 +27,7 @@ from ..errors import ConfigError, NoSpace, NotFound, PiclusterError, TooManyRequ
 from . import argtypes, completion, output
 from .argtypes import Parser
 from .output import emit, error, warn_alarms
+from .watch import watch, watch_option
 
 EXIT_CODES = """exit codes:
   0  success
@@ -180,6 +181,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     client = connect(args)
+    if not args.watch:
+        return _show_nodes(client, args)
+    keys = client.keys
+    prefixes = [keys.nodes_dir, keys.drain_dir, keys.election_dir]
+    return watch(client, prefixes, args.output, lambda: _show_nodes(client, args))
+
+
+def _show_nodes(client: Client, args: argparse.Namespace) -> int:
     views = client.nodes()
     warn_alarms(client.etcd.raised_alarms())
     data = [
@@ -207,8 +216,21 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         )
         for d in data
     ]
-    emit(args.output, data, ("name", "role", "slots", "labels", "version", "address"), rows)
+    headers = ("name", "role", "slots", "labels", "version", "address")
+    wide = [
+        (*row, "yes" if d["master_eligible"] else "no", _since(d["started_at"]))
+        for row, d in zip(rows, data, strict=True)
+    ]
+    emit(args.output, data, headers, rows, wide=((*headers, "master-eligible", "up"), wide))
     return 0
+
+
+def _since(started_at: float | None) -> str:
+    if not started_at:
+        return "-"
+    seconds = int(time.time() - started_at)
+    hours, minutes = seconds // 3600, seconds % 3600 // 60
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds % 60:02d}s"
 
 
 def cmd_master(args: argparse.Namespace) -> int:
@@ -323,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nodes", help="list registered nodes with their role")
     _connection_options(p)
     _output_option(p)
+    watch_option(p, "until Ctrl-C")
     p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("master", help="show the current master")

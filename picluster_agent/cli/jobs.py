@@ -26,6 +26,7 @@ from ..jobs.records import JobState
 from ..jobs.spec import JobSpec, SpecError, build_spec, parse_spec, parse_start_time
 from . import argtypes
 from .output import emit, error, warn_alarms
+from .watch import watch, watch_option
 
 EXIT_DUPLICATE = 5
 EXIT_JOB_FAILED = 6
@@ -258,6 +259,28 @@ def _clock(t: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
+    if not args.watch:
+        return _show_status(client, args)
+    keys = client.keys
+    prefixes = [keys.job(args.id), keys.queue(args.id), keys.cancel(args.id)]
+    return watch(
+        client,
+        prefixes,
+        args.output,
+        lambda: _show_status(client, args),
+        lambda: _ended(client, args.id),
+    )
+
+
+def _ended(client: Client, job_id: str) -> bool:
+    """A job, or every member of an array, is final: nothing more to watch."""
+    try:
+        return client.status(job_id).state.final
+    except NotFound:
+        return all(m.state.final for m in client.array(job_id).members)
+
+
+def _show_status(client: Client, args: argparse.Namespace) -> int:
     try:
         s = client.status(args.id)
     except NotFound:
@@ -300,6 +323,13 @@ def _array_status(array: ArrayStatus, fmt: str) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     client = _client(args)
+    if not args.watch:
+        return _show_jobs(client, args)
+    prefixes = [client.keys.queue_dir, client.keys.jobs_dir]
+    return watch(client, prefixes, args.output, lambda: _show_jobs(client, args))
+
+
+def _show_jobs(client: Client, args: argparse.Namespace) -> int:
     active = not args.all and args.state is None
     statuses = client.jobs(state=args.state, node=args.node, limit=args.limit, active=active)
     emit(
@@ -503,9 +533,11 @@ def add_parsers(
 
     p = parser("status", "show one job: state, attempts, node, result, why it waits", cmd_status)
     p.add_argument("id", type=argtypes.job_id)
+    watch_option(p, "until the job has finished")
 
     p = parser("jobs", "list jobs: those not finished, or with --all or --state any", cmd_jobs)
     p.add_argument("--all", action="store_true", help="finished jobs too")
+    watch_option(p, "until Ctrl-C")
     p.add_argument("--state", choices=[s.value for s in JobState])
     p.add_argument("--node", type=argtypes.node_name)
     p.add_argument("--limit", type=argtypes.integer(1), help="only the last N")

@@ -220,3 +220,38 @@ def test_jobs_lists_active_ones_unless_all_and_yaml_is_the_same_document(shared)
     ]
     run_json(shared, "cancel", slow[0]["id"])
     run_json(shared, "cancel", later[0]["id"])
+
+
+def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(shared):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = [sys.executable, "-m", "picluster_agent"]
+    watcher = subprocess.Popen(
+        [*base, "jobs", *connection(shared), "--watch", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = json.loads(watcher.stdout.readline())  # JSON Lines: one view per line
+        assert isinstance(first, list)
+        job, _ = run_json(shared, "submit", "--", "sleep", "1")
+        deadline = time.monotonic() + 30
+        seen: list[str] = []
+        while job[0]["id"] not in seen and time.monotonic() < deadline:
+            seen = [j["id"] for j in json.loads(watcher.stdout.readline())]
+        assert job[0]["id"] in seen
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0, watcher.stderr.read()
+    status = subprocess.run(
+        [*base, "status", *connection(shared), "--watch", "-o", "json", job[0]["id"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    views = [json.loads(line) for line in status.stdout.splitlines()]
+    assert status.returncode == 0 and views[-1]["state"] == "succeeded", status.stderr
