@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -70,25 +71,27 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("logs")
     cluster = EtcdCluster(base / "etcd", 1).start()
     group = Agents(cluster, f"/logs-{uuid.uuid4().hex[:6]}", base / "agents")
-    group.start("pi1", slots=4, with_api=True)
-    group.start("pi2", slots=4, with_api=True)
-    w = World(
-        group,
-        reader=group.apis.user("rita", "picluster-reader"),
-        submitter=group.apis.user("sam", "picluster-submitter"),
-    )
-    # Setup only: agents start slowly on a machine shared by many test runs.
-    group.wait_registered(2, timeout=60)
-    group.wait_leader(timeout=60)
-    for node in ("pi1", "pi2"):
-        wait_for(lambda n=node: w.get(n, "/healthz")[0] == 200, 20, what="API up")
-    yield w
-    group.stop_all()
-    cluster.stop_all()
+    try:  # a setup that fails part-way leaves no agent or etcd behind either
+        group.start("pi1", slots=4, with_api=True)
+        group.start("pi2", slots=4, with_api=True)
+        w = World(
+            group,
+            reader=group.apis.user("rita", "picluster-reader"),
+            submitter=group.apis.user("sam", "picluster-submitter"),
+        )
+        # Setup only: agents start slowly on a machine shared by many test runs.
+        group.wait_registered(2, timeout=60)
+        group.wait_leader(timeout=60)
+        for node in ("pi1", "pi2"):
+            wait_for(lambda n=node: w.get(n, "/healthz")[0] == 200, 20, what="API up")
+        yield w
+    finally:
+        group.stop_all()
+        cluster.stop_all()
 
 
 def submit_and_wait(world: World, command: list[str], **fields: object) -> str:
