@@ -85,12 +85,17 @@ def test_status_page_in_chromium(agents: Agents, browser: Chromium) -> None:
         ["pg3", "worker", "live"],
     ]
 
-    # A job held back by its start time is queued, then runs and succeeds.
+    # A job queued while every node is drained (the page says so), then run and succeeded.
     client = Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
-    job = client.submit(["echo", "hello from the page test"], not_before=time.time() + 4).id
+    for name in ("pg1", "pg2", "pg3"):
+        client.drain(name)
+    job = client.submit(["echo", "hello from the page test"]).id
     row = f"tr[data-job-id={json.dumps(job)}]"
     page.wait(f"document.querySelector('#queue {row}')?.dataset.state === 'queued'", 10,
               "the job queued")  # fmt: skip
+    assert page.evaluate("document.querySelectorAll('#nodes .badge.drained').length") == 3
+    for name in ("pg1", "pg2", "pg3"):
+        client.undrain(name)
     page.wait(
         f"document.querySelector('#finished {row}')?.dataset.state === 'succeeded'",
         20,
