@@ -220,3 +220,33 @@ def test_the_https_api_under_access_control_follows_users_and_their_revocation(
     finally:
         agent.terminate()
     assert "Traceback" not in agent.log_text(), agent.log_text()[-3000:]
+
+
+def test_the_status_page_reads_what_it_shows_with_an_agents_rights(
+    auth_etcd: AuthEtcd, tmp_path: Path
+) -> None:
+    # The page is built by the agent serving it, from its own etcd identity: its leases,
+    # the leader key's history and every directory it shows must be readable by that role.
+    from picluster_agent.etcd.keys import Keys
+    from picluster_agent.ui.snapshot import LeaderHistory, read_snapshot
+    from picluster_agent.ui.state import build_state
+
+    agent = AgentProcess(
+        "pi1", auth_etcd.cluster.endpoints_csv, PREFIX, tmp_path / "pi1",
+        extra_args=auth_etcd.flags("picluster-agent-pi1")[4:],
+        etcd_election_timeout=auth_etcd.cluster.election_timeout,
+    ).start()  # fmt: skip
+    client, keys = auth_etcd.client("picluster-agent-pi1"), Keys(PREFIX)
+    try:
+        history = LeaderHistory(client, keys)
+
+        def page() -> dict | None:
+            snap = read_snapshot(client, keys, history)
+            assert snap.errors == []
+            state = build_state(snap, keys, "pi1")
+            return state if (state["master"] or {}).get("name") == "pi1" else None
+
+        state = wait_for(page, 30, what="pi1 master on the page")
+        assert [(n["name"], n["lease"]["state"]) for n in state["nodes"]] == [("pi1", "live")]
+    finally:
+        agent.terminate()
