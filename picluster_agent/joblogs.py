@@ -198,14 +198,14 @@ def _why(e: BaseException) -> str:
 
 
 def _events(response: Any, req: _Request) -> Iterator[dict[str, Any]]:
-    """The JSON lines of a response (empty lines are the node's heartbeat)."""
+    """The JSON lines of a response; the node's heartbeat (an empty line) as `{}`, so that a
+    follower of a quiet job still looks at its stop every few seconds."""
     try:
         while True:
             line = response.readline()
             if not line:
                 return
-            if line.strip():
-                yield json.loads(line)
+            yield json.loads(line) if line.strip() else {}
     except (OSError, http.client.HTTPException, ValueError) as e:
         raise NodeUnreachable(req.node, f"the stream broke: {_why(e)}") from e
     finally:

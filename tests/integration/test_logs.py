@@ -13,6 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -175,6 +176,32 @@ def test_follow_ends_quietly_when_its_reader_goes_away(world):
     assert proc.wait(30) == 0
     assert proc.stderr.read() == b""
     world.client().cancel(job_id)
+
+
+def test_a_stopped_follow_ends_while_the_job_is_quiet(world, tmp_path):
+    # The status page stops its follow when the browser leaves: a job that writes nothing
+    # more (its node sends heartbeats only) must not keep the follower, and the thread of
+    # the API's pool it runs in, until the job writes again or ends.
+    go_on = tmp_path / "go-on"
+    quiet = f"echo hi; until [ -e {go_on} ]; do sleep 0.05; done"
+    job_id = world.client().submit(["sh", "-c", quiet]).id
+    stop, got, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def follow() -> None:
+        try:
+            joblogs.follow(
+                world.client(world.reader), job_id, on_output=lambda *_: got.set(), stop=stop
+            )
+        finally:
+            ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    try:
+        assert got.wait(30)
+        stop.set()
+        assert ended.wait(10), "the follow went on after stop (until the job writes or ends)"
+    finally:
+        go_on.touch()
 
 
 def test_a_caller_the_node_refuses_gets_one_line(world, tmp_path):
