@@ -39,6 +39,7 @@ STATE_MAX_AGE = 0.8  # seconds a built state is served again before etcd is read
 # refused one shows the tail recorded in etcd instead.
 LIVE_TAILS = 8
 LIVE_CHUNKS = 64  # pieces of output waiting for a slow browser before the follower waits
+LEFT_CHECK = 1.0  # seconds between looks whether the browser of a quiet live output left
 STATIC_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 _STATIC = resources.files("picluster_agent.ui") / "static"
 
@@ -186,14 +187,24 @@ async def _follow(
 
     done = loop.run_in_executor(ctx.executor, follow)
     try:
-        while (data := await pieces.get()) is not None:
+        while True:
+            try:
+                data = await asyncio.wait_for(pieces.get(), LEFT_CHECK)
+            except TimeoutError:
+                # A quiet job: nothing is written, so look whether the browser is still there.
+                if request.transport is None:
+                    break
+                continue
+            if data is None:
+                await response.write_eof()
+                break
             await response.write(data)
-        await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the browser went away (another job picked, page closed)
     finally:
         stop.set()
-        done.cancel()  # not started yet: never; running: it sees `stop`
+        # The slot (a thread of the pool) stays taken until the follower has seen `stop`.
+        await asyncio.wait([done])
     return response
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from picluster_agent import joblogs
+from picluster_agent.api import page
 from picluster_agent.client import Client
 from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
 from picluster_agent.etcd.localpki import CertFiles
@@ -201,6 +202,50 @@ def test_a_stopped_follow_ends_while_the_job_is_quiet(world, tmp_path):
         stop.set()
         assert ended.wait(10), "the follow went on after stop (until the job writes or ends)"
     finally:
+        go_on.touch()
+
+
+def test_a_live_tail_frees_its_slot_once_the_browser_left(world, tmp_path):
+    # The status page's /v1/ui/jobs/{id}/live: at most LIVE_TAILS followers at once, each
+    # in a thread of the API's pool. A browser that leaves a quiet job's output must free
+    # its slot (once its follower has ended, within a heartbeat), not hold it until the job
+    # writes again: eight visits would refuse live output to everyone for as long.
+    go_on = tmp_path / "go-on"
+    quiet = f"echo hi; until [ -e {go_on} ]; do sleep 0.05; done"
+    job_id = world.client().submit(["sh", "-c", quiet]).id
+    context = ssl.create_default_context(cafile=world.cacert)
+    context.load_cert_chain(world.reader.cert, world.reader.key)
+    port = world.group.by_name("pi1").api.port
+
+    def live() -> tuple[http.client.HTTPSConnection, int]:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        conn.request("GET", f"/v1/ui/jobs/{job_id}/live")
+        response = conn.getresponse()
+        if response.status == 200:
+            assert response.read(3) == b"hi\n"
+        return conn, response.status
+
+    def accepted() -> bool:
+        conn, status = live()
+        conn.close()
+        return status == 200
+
+    tails = []
+    try:
+        for _ in range(page.LIVE_TAILS):
+            conn, status = live()
+            tails.append(conn)
+            assert status == 200
+        tails.pop().close()  # one browser leaves: its follower still waits on the node
+        conn, status = live()
+        conn.close()
+        assert status == 429
+        for conn in tails:
+            conn.close()
+        wait_for(accepted, 20, what="a live tail accepted once the browsers left")
+    finally:
+        for conn in tails:
+            conn.close()
         go_on.touch()
 
 
