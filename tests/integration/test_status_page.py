@@ -27,6 +27,9 @@ from picluster_agent.etcd.localcluster import LEASE_TTL
 
 from conftest import Agents
 
+# Agents starting on a loaded machine (the suite's other tests, CI's 2 cores) can take many
+# seconds to reach etcd: a start-up wait, not what the test is about.
+START_UP = 60.0
 # The page polls every second; etcd's answer reaches it within one poll and one rebuild of
 # the shared state (api/page.py: STATE_MAX_AGE).
 SHOWN_WITHIN = 3.0
@@ -52,11 +55,11 @@ def shown_master(page: Page) -> str:
 def test_status_page_in_chromium(agents: Agents, browser: Chromium) -> None:
     # Every agent serves its API: a job's live output is read on the node that runs it.
     agents.start("pg1", slots=2, with_api=True)
-    assert agents.wait_leader().name == "pg1"
+    assert agents.wait_leader(timeout=START_UP).name == "pg1"
     agents.start("pg2", slots=2, with_api=True)
     # The page is read from an agent that never campaigns, so that it outlives the master.
     viewer = agents.start("pg3", slots=1, master=False, with_api=True)
-    agents.wait_registered(3)
+    agents.wait_registered(3, timeout=START_UP)
     reader = agents.apis.user("rita", "picluster-reader")
     browser.trust(
         cacert=agents.apis.pki.cacert,
