@@ -23,13 +23,24 @@ from .config import Connection, build_connection, default_config_path, load_file
 from .coord.election import Leader, current_leader
 from .coord.registry import NodeView, list_nodes
 from .errors import Indeterminate, NotFound, PiclusterError, Unavailable
-from .etcd.adapter import KV, EtcdClient, Event, TLSFiles, op_get, op_put
+from .etcd.adapter import (
+    KV,
+    EtcdClient,
+    Event,
+    TLSFiles,
+    cmp_absent,
+    cmp_modified_at,
+    op_get,
+    op_put,
+)
 from .etcd.keys import Keys, validate_job_id, validate_node_name
 from .etcd.limits import READS_PER_TXN, txn_bytes, txn_chunks
 from .jobs import transitions
 from .jobs.arrays import member_specs, members_prefix, parse_array
 from .jobs.dependencies import dependencies, judge
 from .jobs.ids import new_job_id
+from .jobs.periodic import CronEntry
+from .jobs.periodic import check as check_cron
 from .jobs.placement import why_waiting
 from .jobs.records import FINAL_STATE_MARKS, JobRecord, JobResult, JobState, UnreadableRecord
 from .jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, build_spec, parse_spec
@@ -582,6 +593,57 @@ class Client:
         change = transitions.request_cancel(self.keys, job_id, time.time())
         self.etcd.txn(change.compares, change.ops)
         return status
+
+    # ------------------------------------------------------------ periodic jobs
+
+    def cron_add(
+        self,
+        name: str,
+        expr: str,
+        command: Sequence[str] | str,
+        *,
+        tz: str = "UTC",
+        catch_up: bool = False,
+        **fields: Any,
+    ) -> CronEntry:
+        """A periodic job: the master submits `<name>-<slot>` at each slot of `expr` (in
+        `tz`) from now on. Refused if `name` exists (remove it first)."""
+        spec = build_spec(command, name=name, **fields).stored_dict()  # jobs named after it
+        entry = CronEntry(name, expr, spec, tz, catch_up, created_at=time.time())
+        check_cron(entry)
+        key = self.keys.cron(name)
+        res = self.etcd.txn([cmp_absent(key)], [op_put(key, entry.to_json())])
+        if not res.succeeded:
+            raise SpecError(f"periodic job {name} exists; remove it first", field="name")
+        return entry
+
+    def cron_list(self) -> list[CronEntry]:
+        out = []
+        for kv in self.etcd.get_prefix(self.keys.cron_dir)[0]:
+            try:
+                out.append(CronEntry.from_json(kv.value))
+            except ValueError:
+                continue  # not written by picluster: the master ignores it too
+        return out
+
+    def cron_pause(self, name: str, paused: bool = True) -> CronEntry:
+        """Pause (or resume) an entry; a resumed one skips the slots missed while paused."""
+        key = self.keys.cron(name)
+        for _ in range(INDETERMINATE_RETRIES):
+            kv = self.etcd.get(key)
+            if kv is None:
+                raise NotFound(f"periodic job {name} not found")
+            entry = CronEntry.from_json(kv.value)
+            new = entry.with_(paused=paused)
+            if not paused:
+                new = new.with_(created_at=time.time())  # slots from now on
+            change = [cmp_modified_at(key, kv.mod_revision)]
+            if self.etcd.txn(change, [op_put(key, new.to_json())]).succeeded:
+                return new
+        raise Unavailable(f"periodic job {name} kept changing; try again")
+
+    def cron_remove(self, name: str) -> bool:
+        return self.etcd.delete(self.keys.cron(name)) > 0
 
     # ------------------------------------------------------------ the cluster
 

@@ -122,6 +122,7 @@ def connect(args: argparse.Namespace) -> Client:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from ..duties.agent import Agent, leader_heartbeat
+    from ..duties.periodic import periodic_duty
     from ..duties.scheduler import scheduler_duty
     from ..duties.worker import worker_duty_factory
     from ..observe import journal
@@ -152,7 +153,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     metrics = NoMetrics() if args.no_metrics else AgentMetrics()
     agent = Agent(
         cfg,
-        master_duties=[leader_heartbeat, scheduler_duty(cfg, metrics)],
+        master_duties=[leader_heartbeat, scheduler_duty(cfg, metrics), periodic_duty],
         worker_duty=worker_duty_factory(cfg, metrics),
         metrics=metrics,
     )
@@ -374,12 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: Any) -> None:
     """Subcommands that live in their own modules."""
+    from . import cron as cron_cli
     from . import doctor as doctor_cli
     from . import jobs as jobs_cli
     from . import logs as logs_cli
 
     jobs_cli.add_parsers(sub, _connection_options, _output_option)
     completion.add_parser(sub)
+    cron_cli.add_parser(sub, _connection_options, _output_option)
     doctor_cli.add_parser(sub, _connection_options, _output_option)
     logs_cli.add_parsers(sub, _connection_options, _output_option)  # after jobs: run copies submit
     try:

@@ -9,6 +9,7 @@
     <prefix>/assign/<node>/<job-id>   a worker's inbox, under the worker's lease
     <prefix>/results/<job-id>         result of the last finished attempt (JSON)
     <prefix>/cancel/<job-id>          a cancellation request
+    <prefix>/cron/<name>              a periodic job (JSON): expression, spec, last slot
     <prefix>/users/<name>             who may use the agents' HTTPS API: value = etcd role
                                       (written by the playbooks as etcd root)
 
@@ -160,6 +161,13 @@ class Keys:
 
     def cancel(self, job_id: str) -> str:
         return self.cancel_dir + validate_job_id(job_id)
+
+    @property
+    def cron_dir(self) -> str:
+        return f"{self.prefix}/cron/"
+
+    def cron(self, name: str) -> str:
+        return self.cron_dir + validate_job_id(name)
 
     def user(self, name: str) -> str:
         return self.users_dir + validate_user_name(name)

@@ -310,6 +310,7 @@ def bad_values(files: Path, pem: str) -> dict[str, list[str | With]]:
         "doctor:--quota-bytes": ["", "abc", "0", "-1", "1.5", "1e9", str(2**40 + 1)],
         "drain:node": node_names,
         "completion:shell": ["", "tcsh", "BASH", "bash "],
+        "cron:cron_command": ["", "bogus", "ADD"],
         "undrain:node": node_names,
         # provision
         "provision:playbook": ["", "missing.yml", "roles"],
@@ -343,6 +344,7 @@ def base_args(world: dict[str, object], tmp: Path) -> dict[str, tuple[list[str],
         "drain": ([*conn, "--force"], [NODE]),
         "undrain": (conn, [NODE]),
         "completion": ([], ["bash"]),
+        "cron": (["list", *conn], []),
         "doctor": (conn, []),
         "provision": (
             ["--project-dir", str(REPO), "-i", str(world["files"] / "inventory.yml")],
@@ -624,3 +626,27 @@ def test_a_bug_is_one_line_and_exit_1(monkeypatch):
     monkeypatch.setenv("PICLUSTER_DEBUG", "1")
     with pytest.raises(KeyError):
         cli.main(["nodes"])
+
+
+def test_cron_add_bad_values_are_refused(world):
+    """`cron add` sits one level down, where the walk does not go: its own flags here, the
+    submit flags it shares are walked under submit."""
+    conn = ["--endpoints", world["cluster"].endpoints_csv, "--prefix", PREFIX]
+    base = ["cron", "add", *conn]
+    for argv in [
+        [*base, "bad name", "* * * * *", "--", "true"],
+        [*base, "n" * 101, "* * * * *", "--", "true"],
+        [*base, "nightly", "61 * * * *", "--", "true"],
+        [*base, "nightly", "", "--", "true"],
+        [*base, "nightly", "* * * * *", "--tz", "Mars/Olympus", "--", "true"],
+        [*base, "nightly", "* * * * *", "--tz", "", "--", "true"],
+        [*base, "nightly", "* * * * *", "--catch-up=yes", "--", "true"],
+        [*base, "nightly", "* * * * *", "--priority", "5000", "--", "true"],
+        [*base, "nightly", "* * * * *", "--bogus", "--", "true"],
+        [*base, "nightly", "* * * * *", "--"],
+        ["cron", "pause", *conn, "../x"],
+        ["cron", "resume", *conn, "no-such-entry"],
+        ["cron", "remove", *conn, "no-such-entry"],
+    ]:
+        code = 4 if argv[-1] == "no-such-entry" else 2
+        assert_refused(world, argv, code)

@@ -255,3 +255,20 @@ def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(s
     )
     views = [json.loads(line) for line in status.stdout.splitlines()]
     assert status.returncode == 0 and views[-1]["state"] == "succeeded", status.stderr
+
+
+def run_cron(group: Agents, action: str, *rest: str) -> Any:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert app.main(["cron", action, *connection(group), "-o", "json", *rest]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_cron_commands_print_one_document(shared):
+    added = run_cron(shared, "add", "nightly", "0 3 * * *", "--tz", "Europe/Berlin", "--", "ls")
+    assert added["name"] == "nightly" and added["tz"] == "Europe/Berlin"
+    listed = run_cron(shared, "list")
+    assert [e["name"] for e in listed] == ["nightly"] and listed[0]["last_job"] is None
+    assert run_cron(shared, "pause", "nightly")["paused"] is True
+    assert run_cron(shared, "resume", "nightly")["paused"] is False
+    assert run_cron(shared, "remove", "nightly") == {"name": "nightly", "removed": True}

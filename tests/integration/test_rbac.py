@@ -80,7 +80,7 @@ def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthEtcd]:
 
 # What each role may do, written out (not read from rbac.yml): the test of that file.
 KEYS = ["election/1", "leader", "nodes/pi9", "drain/pi9", "queue/J1", "jobs/J1",
-        "assign/pi9/J1", "results/J1", "cancel/J1", "users/alice"]  # fmt: skip
+        "assign/pi9/J1", "results/J1", "cancel/J1", "users/alice", "cron/nightly"]  # fmt: skip
 ALLOWED = {
     "picluster-agent-pi1": {
         "read": set(KEYS),
@@ -88,11 +88,11 @@ ALLOWED = {
     },
     "carol": {
         "read": set(KEYS) - {"assign/pi9/J1", "users/alice"},
-        "write": {"queue/J1", "cancel/J1"},
+        "write": {"queue/J1", "cancel/J1", "cron/nightly"},
     },
     "olga": {
         "read": set(KEYS) - {"assign/pi9/J1", "users/alice"},
-        "write": {"queue/J1", "cancel/J1", "drain/pi9"},
+        "write": {"queue/J1", "cancel/J1", "drain/pi9", "cron/nightly"},
     },
     "rita": {"read": set(KEYS), "write": set()},
     "stranger": {"read": set(), "write": set()},  # a CA certificate with no etcd user

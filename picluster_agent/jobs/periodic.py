@@ -1,0 +1,120 @@
+"""Periodic jobs: an entry under `<prefix>/cron/<name>` and the slots it makes jobs for.
+
+A cron expression (croniter's: five fields, or six with seconds last, or `@daily` and the
+like) in a time zone gives slots; the master makes one job per due slot with the id
+`<name>-<slot as YYYYMMDDTHHMMSSZ>`, so that the job of a slot can exist only once, whoever
+makes it (a failover at a slot boundary makes exactly one). Slots missed by more than
+GRACE seconds (the cluster was down) are skipped, or the latest of them is run once with
+`catch_up`. This module is pure: what is due, and the entry's stored form.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from ..errors import InvalidName
+from ..etcd.keys import validate_job_id
+from .spec import SpecError, parse_spec
+
+GRACE = 60.0  # seconds: a slot later than this is missed (a failover takes far less)
+MAX_NAME_CHARS = 100  # leaves room for "-YYYYMMDDTHHMMSSZ" in a job id (128)
+MAX_RECENT = 120  # slots made in one go at most (a burst after a failover)
+
+
+@dataclass(frozen=True)
+class CronEntry:
+    name: str
+    expr: str
+    spec: dict[str, Any]  # the jobs' spec (stored form), without submitted_at
+    tz: str = "UTC"
+    catch_up: bool = False
+    paused: bool = False
+    created_at: float = 0.0
+    last: float | None = None  # the latest slot handled (a job made, or skipped)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CronEntry:
+        try:
+            data = json.loads(raw)
+            entry = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+            check(entry)
+        except (ValueError, TypeError) as e:  # SpecError is a ValueError too
+            raise ValueError(f"not a cron entry: {e}") from None
+        return entry
+
+    def with_(self, **changes: Any) -> CronEntry:
+        return replace(self, **changes)
+
+
+def check_name(name: str) -> str:
+    try:
+        validate_job_id(name)
+    except InvalidName as e:
+        raise SpecError(str(e), field="name") from None
+    if len(name) > MAX_NAME_CHARS:
+        raise SpecError(f"at most {MAX_NAME_CHARS} characters", field="name")
+    return name
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError(f"unknown time zone {tz!r} (e.g. Europe/Berlin)", field="--tz") from None
+
+
+def check(entry: CronEntry) -> None:
+    check_name(entry.name)
+    zone(entry.tz)
+    if not isinstance(entry.expr, str) or not croniter.is_valid(entry.expr):
+        raise SpecError(
+            f"{entry.expr!r} is not a cron expression (5 fields: minute hour day month "
+            "weekday; a 6th for seconds; or @hourly, @daily, ...)",
+            field="cron",
+        )
+    parse_spec(entry.spec, check_name(entry.name))
+
+
+def slot_id(name: str, slot: float) -> str:
+    return f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(slot))}"
+
+
+@dataclass(frozen=True)
+class Due:
+    make: list[float]  # slots to make a job for, oldest first
+    handled: float | None  # the entry's new `last` (None: nothing to do)
+
+
+def due(entry: CronEntry, now: float) -> Due:
+    """What to do for `entry` at `now`: the recent slots since `last`, each made once; the
+    older ones skipped, or the latest of them made once with `catch_up`."""
+    if entry.paused:
+        return Due([], None)
+    since = max(entry.last or 0.0, entry.created_at)
+    tz = zone(entry.tz)
+    recent_from = max(since, now - GRACE)
+    it = croniter(entry.expr, datetime.fromtimestamp(recent_from, tz))
+    make: list[float] = []
+    while len(make) < MAX_RECENT:
+        slot = it.get_next(float)
+        if slot > now:
+            break
+        make.append(slot)
+    if since < now - GRACE:
+        older = croniter(entry.expr, datetime.fromtimestamp(now - GRACE, tz)).get_prev(float)
+        if older > since:
+            if entry.catch_up:
+                make.insert(0, older)
+            handled = older
+            return Due(make, make[-1] if make else handled)
+    return Due(make, make[-1] if make else None)

@@ -1,0 +1,103 @@
+"""Periodic jobs on real agents: one job per slot, pause/resume/remove, and a master killed
+at a slot boundary makes no slot twice and misses none.
+
+One etcd member and two agents serve the module; the failover test runs last (it kills one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from picluster_agent.client import Client
+from picluster_agent.coord.election import current_leader
+from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.jobs.periodic import slot_id
+from picluster_agent.jobs.spec import SpecError
+
+PREFIX = "/cron"
+EVERY_2S = "* * * * * */2"  # croniter: a sixth field is seconds
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[tuple[Client, dict[str, AgentProcess]]]:
+    base = tmp_path_factory.mktemp("cron")
+    cluster = EtcdCluster(base / "etcd", 1).start()
+    agents = {
+        name: AgentProcess(
+            name,
+            cluster.endpoints_csv,
+            PREFIX,
+            base / name,
+            etcd_election_timeout=cluster.election_timeout,
+        ).start()
+        for name in ("cron1", "cron2")
+    }
+    c = Client(cluster.endpoints_csv, prefix=PREFIX)
+    wait_for(lambda: len(c.nodes()) == 2, 15, what="two agents")
+    yield c, agents
+    c.close()
+    for a in agents.values():
+        a.terminate()
+    cluster.stop_all()
+
+
+def made(client: Client, name: str) -> list[str]:
+    """Ids of the jobs made for `name`, queued or not (each key can exist once)."""
+    ids = []
+    for d in (client.keys.queue_dir, client.keys.jobs_dir):
+        ids += [kv.key.rsplit("/", 1)[1] for kv in client.etcd.get_prefix(d + name + "-")[0]]
+    return sorted(ids)
+
+
+def slots(start: float, end: float) -> list[str]:
+    """Even seconds in (start, end]."""
+    first = int(start) + 1 + (int(start) + 1) % 2
+    return [slot_id("", s)[1:] for s in range(first, int(end) + 1, 2)]
+
+
+def test_one_job_per_slot_then_pause_resume_remove(world):
+    client, _ = world
+    added = client.cron_add("tick", EVERY_2S, ["echo", "tick"]).created_at
+    wait_for(lambda: len(made(client, "tick")) >= 2, 20, what="two slots")
+    job = made(client, "tick")[0]
+    assert client.wait([job], timeout=30)[job].state.value == "succeeded"
+    assert client.logs(job) == "tick\n"
+    client.cron_pause("tick")
+    paused_at = time.time()
+    before = made(client, "tick")
+    time.sleep(2.5)
+    assert made(client, "tick") == before
+    assert [i.removeprefix("tick-") for i in before] == slots(added, paused_at)[: len(before)]
+    client.cron_pause("tick", paused=False)
+    wait_for(lambda: len(made(client, "tick")) > len(before), 20, what="a slot after resume")
+    assert client.cron_remove("tick") and not client.cron_remove("tick")
+    with pytest.raises(SpecError, match="not a cron expression"):
+        client.cron_add("bad", "61 * * * *", ["true"])
+    with pytest.raises(SpecError, match="unknown time zone"):
+        client.cron_add("bad", "* * * * *", ["true"], tz="Mars/Olympus")
+
+
+def test_master_killed_at_a_slot_boundary_makes_each_slot_once(world):
+    client, agents = world
+    added = client.cron_add("edge", EVERY_2S, ["true"]).created_at
+    wait_for(lambda: made(client, "edge"), 20, what="a first slot")
+    master = current_leader(client.etcd, client.keys)
+    assert master is not None
+    boundary = (int(time.time()) // 2 + 2) * 2  # an even second, 2-4 s ahead
+    time.sleep(max(0.0, boundary - 0.02 - time.time()))
+    agents[master.name].kill()  # SIGKILL: its lease expires, the other agent takes over
+    wait_for(
+        lambda: (leader := current_leader(client.etcd, client.keys)) and leader.name != master.name,
+        30,
+        what="a new master",
+    )
+    time.sleep(3)
+    client.cron_pause("edge")
+    ids = made(client, "edge")
+    expected = slots(added, boundary + 3)
+    got = [i.removeprefix("edge-") for i in ids]
+    assert got[: len(expected)] == expected  # the boundary's slot and every other, once
+    assert slot_id("edge", boundary) in ids
