@@ -40,11 +40,12 @@ def run_rbac_tasks(tmp_path: Path, cluster: EtcdCluster, ca: TestCA) -> str:
         "children": {"agents": {"hosts": {"pi1": local, "pi2": local}}},
     }}  # fmt: skip
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    root_env = {"ETCDCTL_CERT": f"{ca.dir}/root.crt", "ETCDCTL_KEY": f"{ca.dir}/root.key"}
+    # Root's operations run on the controller (here too: localhost) with the files of the
+    # controller's PKI directory: root.crt, root.key, ca.crt.
     play = [{
         "hosts": "pi1", "gather_facts": False,
         "tasks": [{"ansible.builtin.include_role": {"name": "etcd", "tasks_from": "rbac.yml"},
-                   "vars": {"etcd_ctl": str(wrapper), "etcd_root_env": root_env}}],
+                   "vars": {"etcd_ctl": str(wrapper), "etcd_controller_pki_dir": str(ca.dir)}}],
     }]  # fmt: skip
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
