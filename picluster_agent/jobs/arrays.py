@@ -21,6 +21,10 @@ from ..etcd.keys import validate_job_id
 from .spec import MAX_ARRAY_INDEX, JobSpec, SpecError, build_spec
 
 MAX_ARRAY = 100_000  # members in one array
+# The members' specs of one array together (3 % of etcd's default 2 GiB quota, each
+# written twice): 100 000 members of a spec near its own limit would be ~50 GB, exhausting
+# the memory of the agent (API) or CLI building them, and etcd's quota long before.
+MAX_ARRAY_BYTES = 64 * 1024 * 1024
 _RANGE = re.compile(r"(\d{1,7})(?:-(\d{1,7})(?::(\d{1,7}))?)?(?:%(\d{1,7}))?")
 
 
@@ -76,6 +80,15 @@ def member_specs(
     base: JobSpec, parent: str, indices: Iterable[int], max_running: int | None
 ) -> tuple[list[JobSpec], list[str]]:
     """The members' specs (each `base` with its index) and ids, in index order."""
+    indices = list(indices)
+    # The base's size plus its member fields, times the members: refused before any is built.
+    weight = len(indices) * (len(base.to_json().encode()) + len(parent) + 96)
+    if weight > MAX_ARRAY_BYTES:
+        raise SpecError(
+            f"{len(indices)} members of this spec are about {weight // 2**20} MiB; at most "
+            f"{MAX_ARRAY_BYTES // 2**20} MiB in one array (pass large data in files)",
+            field="array",
+        )
     fields = base.to_dict()
     command = fields.pop("command")
     specs, ids = [], []
