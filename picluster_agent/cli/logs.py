@@ -87,7 +87,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             on_note=_note,
             streams=[stream],
             attempt=args.attempt,
-            on_end=lambda attempt, outcome: ends.update({attempt: outcome_exit_code(outcome)}),
+            on_end=lambda attempt, outcome: _ended(ends, attempt, outcome),
         )
         if output.closed.is_set():
             return 0  # our reader left: not an error worth a code
@@ -101,6 +101,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
         sys.stdout.flush()
     return _exit_code(status, args.attempt) if args.follow else 0
+
+
+def _ended(ends: dict[int, int], attempt: int, outcome: dict[str, Any] | None) -> None:
+    # None: the node's agent did not see the attempt end (restarted since): etcd says.
+    if outcome is not None:
+        ends[attempt] = outcome_exit_code(outcome)
 
 
 def _whole_output(
@@ -121,8 +127,10 @@ def _whole_output(
 def _exit_code(status: JobStatus, attempt: int | None) -> int:
     """The job's exit code; with --attempt, that attempt's (from the job's history once a
     later attempt has replaced its result; 1 when etcd no longer says)."""
-    if attempt is None or (status.result is not None and status.result.attempt == attempt):
+    if attempt is None:
         return exit_code_of(status) if status.state.final else 1
+    if status.result is not None and status.result.attempt == attempt:
+        return exit_code_of(status)  # that attempt's result, final or retried since
     history = status.record.history if status.record is not None else ()
     for entry in reversed(history):
         code = entry.get("exit_code")

@@ -326,6 +326,30 @@ def test_each_attempt_keeps_its_own_output_and_exit_code(world):
     assert gone.returncode == 4 and "attempt 3" in gone.stderr
 
 
+def test_follow_of_an_attempt_ended_before_its_node_restarted_exits_with_its_code(world, tmp_path):
+    # The node's end line has no outcome once its agent restarted (it did not see the
+    # attempt end): the attempt's code comes from etcd then, not a blanket 1.
+    go_on = tmp_path / "go-on"
+    script = 'echo "attempt $PICLUSTER_ATTEMPT"; [ "$PICLUSTER_ATTEMPT" = 1 ] && exit 3; '
+    script += f"until [ -e {go_on} ]; do sleep 0.05; done"
+    client = world.client()
+    job_id = client.submit(["sh", "-c", script], max_attempts=5, retry_backoff=0.1).id
+    try:
+        wait_for(lambda: client.status(job_id).record.attempt >= 2, 30, what="attempt 2")
+        node = joblogs.node_of_attempt(client.status(job_id), 1)
+        agent = world.group.by_name(node)
+        agent.terminate()
+        agent.start()
+        # A restart on a loaded machine: setup, as the module's own.
+        world.group.wait_registered(2, timeout=120)
+        wait_for(lambda: world.get(node, "/healthz")[0] == 200, 60, what="API up again")
+        assert not client.status(job_id).state.final
+        out = picluster("logs", "-f", *world.conn(world.reader), "--attempt", "1", job_id)
+        assert (out.returncode, out.stdout) == (3, "attempt 1\n"), out.stderr
+    finally:
+        go_on.touch()
+
+
 def test_run_goes_on_when_the_master_dies_elsewhere(world, tmp_path):
     """kill -9 of the master while the job runs on the other node: the same attempt goes on,
     its stream is not cut, and the result reaches etcd with the new master."""
