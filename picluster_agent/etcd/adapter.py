@@ -253,7 +253,9 @@ def _tls_failure(e: grpc.RpcError) -> str | None:
     if "tsi_data_corrupted" in lowered or "unwrap failed" in lowered:
         # What a server that requires client certificates does to a client without one.
         return "the server ended the TLS session: does it need a client certificate (--cert/--key)?"
-    if "handshaker shutdown" in lowered:
+    if "handshaker shutdown" in lowered or "endpoint closing" in lowered:
+        # The peer went away mid-handshake (a killed node; an overloaded member dropping
+        # the connection, seen at an agent's start under load): another try may do better.
         return None
     for marker in ("handshake", "ssl_error", "tsi_", "certificate"):
         at = lowered.find(marker)
