@@ -55,3 +55,6 @@ JOB_CPU_WEIGHT = 20
 # api_key); the cluster CA (cacert) checks the callers' certificates.
 API_PORT = 7443
 API_LISTEN = "0.0.0.0"
+# `picluster doctor` warns about a certificate this many days before it expires
+# (node/certs.py); client certificates last a year, renewed by playbooks/rotate-certs.yml.
+CERT_EXPIRY_WARNING_DAYS = 30
