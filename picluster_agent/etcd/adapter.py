@@ -210,6 +210,7 @@ def _connection_trouble(e: grpc.RpcError) -> bool:
 # The connection died before any request could be written: while connecting, or during the
 # TLS handshake because the peer went away (a killed node: "handshaker shutdown").
 _NOT_SENT_MARKS = ("failed to connect", "connection refused", "handshaker shutdown")
+_HANDSHAKE_CUT_SHORT = ("handshake read failed", "handshake write failed")
 
 
 def _never_sent(e: grpc.RpcError) -> bool:
@@ -256,6 +257,11 @@ def _tls_failure(e: grpc.RpcError) -> str | None:
     if "handshaker shutdown" in lowered or "endpoint closing" in lowered:
         # The peer went away mid-handshake (a killed node; an overloaded member dropping
         # the connection, seen at an agent's start under load): another try may do better.
+        return None
+    # A handshake cut short with no TLS error: the member closed the connection (it is
+    # restarting: seen in a certificate rotation) or the call's deadline passed first (a
+    # loaded machine). Another endpoint may well answer.
+    if "ssl_error" not in lowered and any(m in lowered for m in _HANDSHAKE_CUT_SHORT):
         return None
     for marker in ("handshake", "ssl_error", "tsi_", "certificate"):
         at = lowered.find(marker)
