@@ -472,8 +472,17 @@ class EtcdClient:
         success: Iterable[Op],
         failure: Iterable[Op] = (),
     ) -> TxnResult:
+        compare, success, failure = list(compare), list(success), list(failure)
         request = etcdrpc.TxnRequest(compare=compare, success=success, failure=failure)
-        res = self._call("kv", "Txn", request, idempotent=False)
+        try:
+            res = self._call("kv", "Txn", request, idempotent=False)
+        except NoSpace:
+            # etcd's quota check refuses every Txn, read-only ones too, once the database is
+            # at its quota (a plain Range is not checked): reads must go on under NOSPACE
+            # (status, the scheduler's loads), so they are asked one by one at one revision.
+            if compare or failure or not all(op.HasField("request_range") for op in success):
+                raise
+            return self._ranges_at_one_revision([op.request_range for op in success])
         ranges = [
             [KV.from_pb(kv) for kv in r.response_range.kvs]
             if r.WhichOneof("response") == "response_range"
@@ -481,6 +490,18 @@ class EtcdClient:
             for r in res.responses
         ]
         return TxnResult(succeeded=res.succeeded, revision=res.header.revision, ranges=ranges)
+
+    def _ranges_at_one_revision(self, requests: list[Any]) -> TxnResult:
+        revision = 0
+        ranges: list[list[KV]] = []
+        for request in requests:
+            ask = etcdrpc.RangeRequest()
+            ask.CopyFrom(request)
+            ask.revision = revision
+            res = self._call("kv", "Range", ask, idempotent=True)
+            revision = revision or res.header.revision
+            ranges.append([KV.from_pb(kv) for kv in res.kvs])
+        return TxnResult(succeeded=True, revision=revision, ranges=ranges)
 
     def compact(self, revision: int, physical: bool = True) -> None:
         """Drop history before `revision` (what etcd's auto-compaction does on a schedule)."""
