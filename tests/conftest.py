@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from picluster_agent.chaos.cluster import NetCluster
 from picluster_agent.chaos.netns import unusable_reason
+from picluster_agent.client import Client
 from picluster_agent.coord.election import Leader, current_leader
 from picluster_agent.etcd.adapter import EtcdClient
 from picluster_agent.etcd.keys import Keys
@@ -171,3 +173,26 @@ def net_cluster(tmp_path: Path) -> Iterator[Callable[..., NetCluster]]:
             if node.agent is not None:
                 sys.stdout.write(f"----- {node.name} ({node.agent.log_path})\n")
                 sys.stdout.write(node.agent.log_text()[-3000:] + "\n")
+
+
+@contextmanager
+def module_cluster(base: Path, prefix: str, names: Sequence[str], slots: int) -> Iterator[Client]:
+    """One etcd member and an agent per name, for a module's tests to share; a Client."""
+    cluster = EtcdCluster(base / "etcd", 1).start()
+    agents: list[AgentProcess] = []
+    client = Client(cluster.endpoints_csv, prefix=prefix)
+    try:
+        for name in names:
+            agents.append(
+                AgentProcess(
+                    name, cluster.endpoints_csv, prefix, base / name, slots=slots,
+                    etcd_election_timeout=cluster.election_timeout,
+                ).start()
+            )  # fmt: skip
+        wait_for(lambda: len(client.nodes()) == len(names), 15, what=f"{len(names)} agents")
+        yield client
+    finally:
+        client.close()
+        for a in agents:
+            a.terminate()
+        cluster.stop_all()

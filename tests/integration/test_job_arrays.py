@@ -12,34 +12,18 @@ import pytest
 
 from picluster_agent.client import Client
 from picluster_agent.errors import NotFound
-from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.etcd.localcluster import wait_for
 from picluster_agent.jobs.records import JobState
+
+from conftest import module_cluster
 
 PREFIX = "/arrays"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Client]:
-    base = tmp_path_factory.mktemp("arrays")
-    cluster = EtcdCluster(base / "etcd", 1).start()
-    agents = [
-        AgentProcess(
-            name,
-            cluster.endpoints_csv,
-            PREFIX,
-            base / name,
-            slots=2,
-            etcd_election_timeout=cluster.election_timeout,
-        ).start()
-        for name in ("arr1", "arr2")
-    ]
-    c = Client(cluster.endpoints_csv, prefix=PREFIX)
-    wait_for(lambda: len(c.nodes()) == 2, 15, what="two agents")
-    yield c
-    c.close()
-    for a in agents:
-        a.terminate()
-    cluster.stop_all()
+    with module_cluster(tmp_path_factory.mktemp("arrays"), PREFIX, ("arr1", "arr2"), slots=2) as c:
+        yield c
 
 
 def test_range_with_a_step_and_the_parent_for_status_and_wait(client):

@@ -11,35 +11,19 @@ from collections.abc import Iterator
 import pytest
 
 from picluster_agent.client import Client
-from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
+from picluster_agent.etcd.localcluster import wait_for
 from picluster_agent.jobs.records import JobState
 from picluster_agent.jobs.spec import SpecError
+
+from conftest import module_cluster
 
 PREFIX = "/deps"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[Client]:
-    base = tmp_path_factory.mktemp("deps")
-    cluster = EtcdCluster(base / "etcd", 1).start()
-    agents = [
-        AgentProcess(
-            name,
-            cluster.endpoints_csv,
-            PREFIX,
-            base / name,
-            slots=2,
-            etcd_election_timeout=cluster.election_timeout,
-        ).start()
-        for name in ("dep1", "dep2")
-    ]
-    c = Client(cluster.endpoints_csv, prefix=PREFIX)
-    wait_for(lambda: len(c.nodes()) == 2, 15, what="two agents")
-    yield c
-    c.close()
-    for a in agents:
-        a.terminate()
-    cluster.stop_all()
+    with module_cluster(tmp_path_factory.mktemp("deps"), PREFIX, ("dep1", "dep2"), slots=2) as c:
+        yield c
 
 
 def _gate(tmp_path) -> tuple[str, object]:
