@@ -16,6 +16,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 class TestCA:
     """A CA in `directory`; `issue(cn)` writes <cn>.crt and <cn>.key next to ca.crt."""
 
+    __test__ = False  # a helper, not a test class (pytest collects Test* names)
+
     def __init__(self, directory: Path, name: str = "test CA") -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,13 @@
 """Certificate expiry: which certificates end when, and which end within the warning time.
-
-h-sec's certificate rotation may bring a shared function for this; `expiry_check` is the
-one place doctor asks, so it can be replaced there.
-"""
+Files are read by node/certs.py, the one certificate reader of the package."""
 
 from __future__ import annotations
 
 import ssl
-import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
+from ..node.certs import file_expiries
 from .result import Check, Level
 
 WARN_DAYS = 30
@@ -19,27 +15,11 @@ DAY = 86400.0
 
 
 def not_after_of_file(path: str) -> float | None:
-    """The certificate's end of validity (epoch seconds), None when the file is no PEM
-    certificate we can read. The first certificate of a bundle counts."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-    begin = text.find("-----BEGIN CERTIFICATE-----")
-    end = text.find("-----END CERTIFICATE-----", begin)
-    if begin < 0 or end < 0:
-        return None
-    pem = text[begin : end + len("-----END CERTIFICATE-----")] + "\n"
-    # The standard library decodes a certificate only from a file (ssl._ssl's test helper
-    # is the one decoder it has; it takes a path).
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
-        f.write(pem)
-        f.flush()
-        try:
-            decoded = ssl._ssl._test_decode_cert(f.name)  # type: ignore[attr-defined]
-        except (ssl.SSLError, ValueError):
-            return None
-    return not_after_of_decoded(decoded)
+    """When the file's first certificate to expire does (epoch seconds): a trust bundle
+    holds two during a CA rotation, and the older ends first. None when the file holds no
+    certificate node/certs.py can read."""
+    (expiry,) = file_expiries([path])
+    return None if expiry.not_after is None else expiry.not_after.timestamp()
 
 
 def not_after_of_decoded(decoded: Mapping[str, object]) -> float | None:

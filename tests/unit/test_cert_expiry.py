@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from picluster_agent.doctor.certs import expiry_check, not_after_of_file
+from picluster_agent.doctor.result import Level
 from picluster_agent.node.certs import file_expiries, node_cert_files, read_certificates
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -88,3 +90,18 @@ def test_node_cert_files_lists_the_crt_files_of_existing_directories(tmp_path: P
     assert node_cert_files([tmp_path / "a", tmp_path / "absent"]) == [
         tmp_path / "a" / "ca.crt", tmp_path / "a" / "client.crt"
     ]  # fmt: skip
+
+
+def test_doctor_counts_a_bundles_first_certificate_to_expire(tmp_path: Path) -> None:
+    """`picluster doctor` reads files through node/certs.py too: the old CA of a trust
+    bundle, listed second, is the one it warns about (it once read only the first)."""
+    bundle = tmp_path / "ca.crt"
+    bundle.write_bytes(
+        pem("new CA", NOW + timedelta(days=7300)) + pem("old CA", NOW + timedelta(days=20))
+    )
+    end = not_after_of_file(str(bundle))
+    assert end == (NOW + timedelta(days=20)).timestamp()
+    check = expiry_check({"CA": end}, [], now=NOW.timestamp())
+    assert check.level is Level.WARN and "CA in 20 days" in check.summary
+    (tmp_path / "junk.crt").write_text("not a certificate\n")
+    assert not_after_of_file(str(tmp_path / "junk.crt")) is None
