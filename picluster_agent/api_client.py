@@ -111,9 +111,17 @@ class ApiClient:
         return self._call("GET", f"/v1/jobs/{_quoted(job_id)}")  # type: ignore[no-any-return]
 
     def jobs(
-        self, state: str | None = None, node: str | None = None, limit: int | None = None
+        self,
+        state: str | None = None,
+        node: str | None = None,
+        limit: int | None = None,
+        *,
+        active: bool = False,
     ) -> list[dict[str, Any]]:
-        query = {k: str(v) for k, v in (("state", state), ("node", node), ("limit", limit)) if v}
+        """Jobs, oldest first (as `Client.jobs`); `active`: only those not finished, as
+        `picluster jobs` lists them (queued, waiting for another attempt, running)."""
+        given = (("state", state), ("node", node), ("limit", limit), ("active", int(active)))
+        query = {k: str(v) for k, v in given if v}
         path = "/v1/jobs" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         return self._call("GET", path)["jobs"]  # type: ignore[no-any-return]
 

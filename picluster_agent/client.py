@@ -426,10 +426,10 @@ class Client:
         """Jobs, oldest first: the newest `limit` of them, or all.
 
         `active`: only those not finished, found without reading finished records: the
-        queue (new submissions) and the inboxes (assigned or running), then their records.
-        A job waiting between two attempts is not among them (its record is the only sign
-        of it); it is listed without `active`. Otherwise the records are read newest first
-        in pages of etcd's own `limit`, until `limit` match."""
+        queue (new submissions), the inboxes (assigned or running) and the re-run index
+        (waiting for another attempt: a retry's backoff, or re-queued after a lost node),
+        then the records of the last two. Otherwise the records are read newest first in
+        pages of etcd's own `limit`, until `limit` match."""
         want = JobState(state) if state is not None else None
         out: list[JobStatus] = []
         queued, rev = self.etcd.get_prefix(self.keys.queue_dir, limit=limit or 0, **_NEWEST_FIRST)
@@ -440,9 +440,13 @@ class Client:
                 order[job_id] = kv.create_revision
                 out.append(JobStatus(job_id, JobState.QUEUED, _submitted(kv), None, "submitted"))
         if active or (want is not None and not want.final):
-            inboxes, _ = self.etcd.get_prefix(self.keys.assign_root, keys_only=True, revision=rev)
-            ids = [a[1] for kv in inboxes if (a := self.keys.assignment_of(kv.key))]
-            found = self.etcd.get_many([self.keys.job(i) for i in ids])
+            keys = self.keys
+            inboxes, _ = self.etcd.get_prefix(keys.assign_root, keys_only=True, revision=rev)
+            reruns, _ = self.etcd.get_prefix(keys.rerun_dir, keys_only=True, revision=rev)
+            ids = [a[1] for kv in inboxes if (a := keys.assignment_of(kv.key))]
+            ids += [j for kv in reruns if (j := keys.job_id_of(keys.rerun_dir, kv.key))]
+            # Each once: the two never name one job at one revision, unless made by hand.
+            found = self.etcd.get_many([keys.job(i) for i in dict.fromkeys(ids)])
             out += self._matching(found.values(), want, node, active=True)
         else:
             out += self._newest_records(want, node, limit, rev)

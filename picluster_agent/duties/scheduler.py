@@ -198,18 +198,23 @@ class Scheduler:
         """Read everything at one revision, so that the watches continue exactly from it."""
         rev, jobs, assigned, queued = self.view.load(self.client)
         keys, view = self.keys, self.view
+        indexed, _ = self.client.get_prefix(keys.rerun_dir, keys_only=True, revision=rev)
         lost: list[tuple[JobRecord, int]] = []
+        revisions: dict[str, int] = {}  # every job record's mod revision, by id
+        waiting: list[tuple[JobRecord, int]] = []  # records between two attempts
         for kv in jobs:
             job_id = keys.job_id_of(keys.jobs_dir, kv.key)
             if job_id is None:
                 ignored(kv.key, "not a valid job id")
                 continue
+            revisions[job_id] = kv.mod_revision
             try:
                 record = JobRecord.from_json(kv.value, job_id)
                 if record.state.final:
                     self._final(record.id, record.state, record.finished_at or 0.0)
                 elif record.state is JobState.QUEUED:
                     self._add_rerun(record, kv.mod_revision)
+                    waiting.append((record, kv.mod_revision))
                 elif record.node and keys.assign(record.node, record.id) in assigned:
                     view.capacity.place(record.id, record.node, record.attempt, record.job_spec())
                 else:
@@ -223,9 +228,36 @@ class Scheduler:
                 ignored(kv.key, "not a valid job id")
             else:
                 view.fresh_queue[job_id] = kv
+        self._repair_rerun_index(
+            {j for kv in indexed if (j := keys.job_id_of(keys.rerun_dir, kv.key))},
+            waiting,
+            revisions,
+        )
         for record, mod in lost:
             self._requeue_lost(record, mod)
         return rev
+
+    def _repair_rerun_index(
+        self, indexed: set[str], waiting: list[tuple[JobRecord, int]], revisions: dict[str, int]
+    ) -> None:
+        """Make `rerun/` agree with the records read at the same revision. Every transition
+        keeps the two together, so this finds work only after agents older than the index
+        (a rolling upgrade: an old worker's retry, an old master's assignment) or a hand edit.
+        A master deposed mid-retry leaves nothing to repair: its txns wrote both or neither."""
+        waiting_ids = {record.id for record, _ in waiting}
+        changes = [
+            transitions.index_rerun(self.keys, record, mod)
+            for record, mod in waiting
+            if record.id not in indexed
+        ]
+        changes += [
+            transitions.unindex_rerun(self.keys, job_id, revisions.get(job_id))
+            for job_id in sorted(indexed - waiting_ids)
+        ]
+        for change in changes:
+            self._fenced(change)  # refused: the job moved on since, with its index
+        if changes:
+            log.warning("repaired %d re-run index key(s) (rerun/)", len(changes))
 
     def _add_rerun(self, record: JobRecord, mod_revision: int) -> None:
         try:

@@ -6,6 +6,9 @@
     <prefix>/drain/<node>             present while the node is drained
     <prefix>/queue/<job-id>           submitted job spec (JSON), not yet taken by the master
     <prefix>/jobs/<job-id>            job record (JSON): spec + state
+    <prefix>/rerun/<job-id>           present while a job waits for its next attempt (a
+                                      retry's backoff, or re-queued after a lost node): the
+                                      index that lists active jobs without finished records
     <prefix>/assign/<node>/<job-id>   a worker's inbox, under the worker's lease
     <prefix>/results/<job-id>         result of the last finished attempt (JSON)
     <prefix>/cancel/<job-id>          a cancellation request
@@ -116,6 +119,10 @@ class Keys:
         return f"{self.prefix}/jobs/"
 
     @property
+    def rerun_dir(self) -> str:
+        return f"{self.prefix}/rerun/"
+
+    @property
     def assign_root(self) -> str:
         return f"{self.prefix}/assign/"
 
@@ -149,6 +156,9 @@ class Keys:
 
     def job(self, job_id: str) -> str:
         return self.jobs_dir + validate_job_id(job_id)
+
+    def rerun(self, job_id: str) -> str:
+        return self.rerun_dir + validate_job_id(job_id)
 
     def assign_dir(self, node: str) -> str:
         return f"{self.assign_root}{validate_node_name(node)}/"
@@ -188,7 +198,7 @@ class Keys:
         return name if rule.fullmatch(name) else None
 
     def job_id_of(self, directory: str, key: str) -> str | None:
-        """The job id of `<directory><id>` (queue/, jobs/, results/, cancel/), if valid."""
+        """The job id of `<directory><id>` (queue/, jobs/, rerun/, results/, cancel/), if valid."""
         return self._name_under(directory, key, _JOB_ID)
 
     def user_of(self, key: str) -> str | None:

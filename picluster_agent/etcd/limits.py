@@ -23,11 +23,11 @@ RECORD_OVERHEAD_BYTES = 16 * 1024
 MAX_SPEC_BYTES = 512 * 1024
 assert 2 * (MAX_SPEC_BYTES + RECORD_OVERHEAD_BYTES) < MAX_REQUEST_BYTES
 # Batches of a fixed shape fill this many of the 128 (a margin for the odd extra compare):
-# reads (one operation each), retention (two deletes per job). Batches of varied items
+# reads (one operation each), retention (three deletes per job). Batches of varied items
 # (assignments, reports, submissions) go through `txn_chunks`.
 TXN_OPS_BUDGET = 120
 READS_PER_TXN = TXN_OPS_BUDGET
-EXPIRES_PER_TXN = TXN_OPS_BUDGET // 2
+EXPIRES_PER_TXN = TXN_OPS_BUDGET // 3
 
 T = TypeVar("T")
 

@@ -9,6 +9,15 @@
                   └──> queued (re-run) ──┘                             cancelled or failed)
     finished records ──expire──> (deleted after retention)
 
+A job waiting between two attempts (`retry`, `requeue-lost`) has only its record to show it,
+so those two transitions also put `rerun/<id>`, and the ones that take a job out of that
+wait (`assign`, `cancel-queued`, `expire`) delete it, in the same txn as the record: the
+index never disagrees with the record it stands for, whichever master or worker writes,
+and a listing of active jobs reads it instead of every finished record. (The race this
+closes: with the index in a txn of its own, a master deposed between the two writes, or a
+worker stopped between them, would leave a re-run missing from `picluster jobs`, or a
+finished job in it, until some later write happened to fix it.)
+
 Each function is pure: it returns the compares that make the transition safe, the operations
 that make it, and the job's new record. The master's scheduler, the worker and the client
 commit what these build (the scheduler adds its election guard to every txn: a deposed master
@@ -42,6 +51,9 @@ from .records import MAX_NODE_LOSSES, JobRecord, JobResult, JobState
 from .spec import JobSpec
 
 RAW_SPEC_CHARS = 4096  # of a rejected spec, kept in its record to show what was refused
+# The value of `rerun/<id>`: why the job waits for another attempt (its record says more).
+RERUN_RETRY = "retry"
+RERUN_LOST = "lost"
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,8 @@ def assign(
     if fresh:
         compares.append(cmp_absent(keys.job(base.id)))
         ops.append(op_delete(source_key))
+    else:
+        ops.append(op_delete(keys.rerun(base.id)))  # its wait is over
     value = record.to_json()
     ops.append(op_put(keys.job(base.id), value))
     ops.append(op_put(keys.assign(node, base.id), value, lease=lease))
@@ -210,6 +224,8 @@ def requeue_lost(
     ops = [op_put(key, new.to_json())]
     if cancelled:
         ops.append(op_delete(keys.cancel(record.id)))
+    if new.state is JobState.QUEUED:
+        ops.append(op_put(keys.rerun(record.id), RERUN_LOST))
     return Transition([cmp_modified_at(key, mod_revision)], ops, new)
 
 
@@ -239,6 +255,8 @@ def cancel_queued(
     if fresh:
         ops.insert(0, op_delete(source_key))
         compares.append(cmp_absent(keys.job(base.id)))
+    else:
+        ops.append(op_delete(keys.rerun(base.id)))
     return Transition(compares, ops, record)
 
 
@@ -248,10 +266,38 @@ def drop_cancel(keys: Keys, job_id: str) -> Transition:
 
 
 def expire(keys: Keys, job_ids: Iterable[str]) -> Transition:
-    # No compare beyond the master's guard: a final record never changes again.
+    # No compare beyond the master's guard: a final record never changes again. Its re-run
+    # index is gone already, unless an agent older than the index left one (see `index_rerun`).
     ids = list(job_ids)
-    ops = [op_delete(keys.job(j)) for j in ids] + [op_delete(keys.result(j)) for j in ids]
+    ops = [op_delete(k) for j in ids for k in (keys.job(j), keys.result(j), keys.rerun(j))]
     return Transition([], ops)
+
+
+def index_rerun(keys: Keys, record: JobRecord, mod_revision: int) -> Transition:
+    # A master's repair at load, after an agent older than `rerun/` (a rolling upgrade)
+    # re-queued a job without its index. The record is as read: a job assigned, cancelled
+    # or expired since is not indexed again.
+    return Transition(
+        [cmp_modified_at(keys.job(record.id), mod_revision)],
+        [op_put(keys.rerun(record.id), _why_rerun(record))],
+    )
+
+
+def _why_rerun(record: JobRecord) -> str:
+    last = record.history[-1].get("event") if record.history else None
+    return RERUN_LOST if last == "lost" else RERUN_RETRY
+
+
+def unindex_rerun(keys: Keys, job_id: str, record_revision: int | None) -> Transition:
+    # The other repair: an index whose job no longer waits (an older master assigned it
+    # without the delete). The record is as read (or still absent): a job that went back
+    # to waiting since keeps its index.
+    guard = (
+        cmp_absent(keys.job(job_id))
+        if record_revision is None
+        else cmp_modified_at(keys.job(job_id), record_revision)
+    )
+    return Transition([guard], [op_delete(keys.rerun(job_id))])
 
 
 # ---------------------------------------------------------------- the worker's
@@ -325,9 +371,9 @@ def retry(
         finished_at=None,
         history=record.note("retry", node=result.node, exit_code=result.exit_code),
     )
-    return Transition(
-        _fenced_by(assign_key, assign_revision), _report_ops(keys, new, result, assign_key, []), new
-    )
+    ops = _report_ops(keys, new, result, assign_key, [])
+    ops.append(op_put(keys.rerun(record.id), RERUN_RETRY))
+    return Transition(_fenced_by(assign_key, assign_revision), ops, new)
 
 
 def _report_ops(
@@ -350,6 +396,7 @@ __all__ = [
     "expire",
     "finish",
     "first_record",
+    "index_rerun",
     "landed",
     "node_takes_work",
     "reject",
@@ -359,4 +406,5 @@ __all__ = [
     "running",
     "submission_landed",
     "submit",
+    "unindex_rerun",
 ]

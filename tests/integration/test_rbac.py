@@ -79,7 +79,7 @@ def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthEtcd]:
 
 
 # What each role may do, written out (not read from rbac.yml): the test of that file.
-KEYS = ["election/1", "leader", "nodes/pi9", "drain/pi9", "queue/J1", "jobs/J1",
+KEYS = ["election/1", "leader", "nodes/pi9", "drain/pi9", "queue/J1", "jobs/J1", "rerun/J1",
         "assign/pi9/J1", "results/J1", "cancel/J1", "users/alice", "cron/nightly"]  # fmt: skip
 ALLOWED = {
     "picluster-agent-pi1": {

@@ -108,6 +108,7 @@ def test_assign_rerun() -> None:
     assert rec is not None and rec.attempt == 3 and rec.reason is None
     assert change.compares == [cmp_modified_at(K.job("j1"), 11)]
     assert change.ops == [
+        op_delete(K.rerun("j1")),  # its wait is over: out of the re-run index
         op_put(K.job("j1"), rec.to_json()),
         op_put(K.assign("pi1", "j1"), rec.to_json(), lease=3),
     ]
@@ -126,7 +127,7 @@ def test_requeue_lost() -> None:
     assert rec is not None and rec.state is JobState.QUEUED and rec.node is None
     assert rec.losses == 1 and rec.epoch == EPOCH
     assert change.compares == [cmp_modified_at(K.job("j1"), 8)]
-    assert change.ops == [op_put(K.job("j1"), rec.to_json())]
+    assert change.ops == [op_put(K.job("j1"), rec.to_json()), op_put(K.rerun("j1"), t.RERUN_LOST)]
 
 
 def test_requeue_lost_too_often_fails() -> None:
@@ -160,7 +161,11 @@ def test_cancel_queued_rerun() -> None:
     change = t.cancel_queued(K, _queued(), K.job("j1"), 6, fresh=False, now=NOW, epoch=EPOCH)
     assert change.record is not None
     assert change.compares == [cmp_modified_at(K.job("j1"), 6)]
-    assert change.ops == [op_put(K.job("j1"), change.record.to_json()), op_delete(K.cancel("j1"))]
+    assert change.ops == [
+        op_put(K.job("j1"), change.record.to_json()),
+        op_delete(K.cancel("j1")),
+        op_delete(K.rerun("j1")),
+    ]
 
 
 def test_drop_cancel_and_expire() -> None:
@@ -169,10 +174,26 @@ def test_drop_cancel_and_expire() -> None:
     assert change.compares == []
     assert change.ops == [
         op_delete(K.job("a")),
-        op_delete(K.job("b")),
         op_delete(K.result("a")),
+        op_delete(K.rerun("a")),
+        op_delete(K.job("b")),
         op_delete(K.result("b")),
+        op_delete(K.rerun("b")),
     ]
+
+
+def test_rerun_index_repairs() -> None:
+    waiting = t.requeue_lost(K, _assigned(), 8, cancelled=False, now=NOW, epoch=EPOCH).record
+    assert waiting is not None
+    change = t.index_rerun(K, waiting, 9)
+    assert change.compares == [cmp_modified_at(K.job("j1"), 9)]
+    assert change.ops == [op_put(K.rerun("j1"), t.RERUN_LOST)]
+    retried = _queued().with_(history=_queued().note("retry"))
+    assert t.index_rerun(K, retried, 9).ops == [op_put(K.rerun("j1"), t.RERUN_RETRY)]
+    assert t.unindex_rerun(K, "j1", 12) == t.Transition(
+        [cmp_modified_at(K.job("j1"), 12)], [op_delete(K.rerun("j1"))]
+    )
+    assert t.unindex_rerun(K, "j1", None).compares == [cmp_absent(K.job("j1"))]
 
 
 ASSIGN_KEY = K.assign("pi1", "j1")
@@ -220,6 +241,7 @@ def test_retry() -> None:
         op_put(K.job("j1"), rec.to_json()),
         op_put(K.result("j1"), result.to_json()),
         op_delete(ASSIGN_KEY),
+        op_put(K.rerun("j1"), t.RERUN_RETRY),  # waiting for its next attempt: listed
     ]
 
 
