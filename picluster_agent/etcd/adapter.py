@@ -410,11 +410,11 @@ class EtcdClient:
 
     # ------------------------------------------------------------ KV
 
-    def get(self, key: str, *, revision: int = 0) -> KV | None:
+    def get(self, key: str, *, revision: int = 0, timeout: float | None = None) -> KV | None:
         """The key now, or as it was at `revision` (a PiclusterError once etcd has
-        compacted that revision away)."""
+        compacted that revision away). `timeout`: per endpoint, instead of the client's."""
         request = etcdrpc.RangeRequest(key=_bytes(key), revision=revision)
-        res = self._call("kv", "Range", request, idempotent=True)
+        res = self._call("kv", "Range", request, idempotent=True, timeout=timeout)
         return KV.from_pb(res.kvs[0]) if res.kvs else None
 
     def get_prefix(

@@ -7,6 +7,8 @@ import http.client
 import json
 import ssl
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.parser import text_string_to_metric_families
 from promtool import promtool
@@ -65,3 +67,30 @@ def test_health_ready_and_metrics(agents: Agents, etcd1: EtcdCluster) -> None:
     ready = json.loads(get(agents, "/readyz")[2])
     assert ready["ready"] is False and ready["etcd"] != "ok", ready
     assert get(agents, "/healthz")[0] == 200
+
+
+def test_readiness_answers_in_time_and_holds_one_thread_while_etcd_is_silent(
+    agents: Agents, etcd1: EtcdCluster
+) -> None:
+    """etcd stopped (SIGSTOP: no answer, no refusal): 40 probes at once are all answered
+    503 within about READ_TIMEOUT, because they share one read that asks etcd for at most
+    that long (each probe used to hold one of the API's 32 threads for the client's whole
+    request timeout, so the last 8 waited for a thread: 4 s and more)."""
+    agents.start("pi1", with_api=True)
+    agents.wait_leader()
+    wait_for(lambda: get(agents, "/readyz")[0] == 200, 20, what="ready")
+    etcd1.members[0].pause()
+    try:
+        began = time.monotonic()
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda _: get(agents, "/readyz"), range(40)))
+        took = time.monotonic() - began
+    finally:
+        etcd1.members[0].resume()
+    assert took < 3.0, f"40 probes took {took:.1f} s"
+    assert {status for status, _, _ in answers} == {503}
+    # The probe's wait or the read's own deadline, whichever ends first.
+    for _, _, body in answers:
+        reason = json.loads(body)["etcd"]
+        assert reason == "etcd did not answer a read within 1 s" or "DEADLINE" in reason, reason
+    wait_for(lambda: get(agents, "/readyz")[0] == 200, 30, what="ready again")
