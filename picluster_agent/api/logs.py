@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from ..errors import ConfigError, NotFound
 from ..etcd.keys import validate_job_id
-from ..node.outputs import FOLLOW_POLL, STREAMS, OutputReader, dropped_note, output_path
+from ..node.outputs import FOLLOW_POLL, STREAMS, OutputReader, Piece, dropped_note, output_path
 from ..node.runner import AttemptEnd, attempt_state
 from .auth import Role, requires
 
@@ -44,11 +47,45 @@ CONTENT_TYPES = {"raw": "application/octet-stream", "json": "application/x-ndjso
 HEARTBEAT = 5.0
 _ATTEMPT_FILE = re.compile(r"([1-9][0-9]{0,8})\.(stdout|stderr)")
 MAX_ATTEMPT = 999_999_999
+# Threads that read output files: a slow card (or a read that blocks) stalls these, not the
+# event loop that serves every other request of the node, nor the etcd calls' pool, whose
+# threads long polls may hold. A follow reads 64 KiB at a time, at most this many per call.
+FILE_THREADS = 4
+PIECES_PER_READ = 16
+
+T = TypeVar("T")
+
+
+class ThreadedReader:
+    """An OutputReader used from the file threads, one call at a time. Closed only once its
+    last call has returned: a request cancelled mid-read (the caller went away) must not
+    close the descriptor under a read still running in its thread."""
+
+    def __init__(self, reader: OutputReader, threads: ThreadPoolExecutor) -> None:
+        self.reader = reader
+        self._threads = threads
+        self._last: Future[Any] | None = None
+
+    async def call(self, fn: Callable[[OutputReader], T]) -> T:
+        self._last = self._threads.submit(fn, self.reader)
+        return await asyncio.wrap_future(self._last)
+
+    def close(self) -> None:
+        if self._last is None:
+            self.reader.close()
+        else:  # at once when done; else when its thread is
+            self._last.add_done_callback(lambda _: self.reader.close())
 
 
 def add_routes(app: web.Application, ctx: ApiContext) -> None:
     data_dir = ctx.cfg.data_dir
     node = ctx.node
+    threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="api-files")
+
+    async def stop_reading(_app: web.Application) -> None:
+        threads.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_reading)
 
     @requires(Role.READER)
     async def logs(request: web.Request) -> web.StreamResponse:
@@ -59,17 +96,33 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         fmt = _choice(q.get("format", "json" if follow else "raw"), "format", FORMATS)
         offset = _whole(q.get("offset"), "offset", 0) or 0
         attempt = _whole(q.get("attempt"), "attempt", 1, MAX_ATTEMPT)
+        loop = asyncio.get_running_loop()
         if attempt is None:
-            attempt = latest_attempt(data_dir, job_id)
+            attempt = await loop.run_in_executor(threads, latest_attempt, data_dir, job_id)
         if attempt is None:
             raise NotFound(f"job {job_id} has no output on node {node}: it did not run here")
-        reader = OutputReader(output_path(data_dir, job_id, attempt, stream), offset)
-        running, _ = attempt_state(data_dir, job_id, attempt)
-        if not reader.open() and not running:
-            raise NotFound(
-                f"job {job_id} attempt {attempt} has no output on node {node}: not run here, "
-                "or removed past its retention"
-            )
+        reader = ThreadedReader(
+            OutputReader(output_path(data_dir, job_id, attempt, stream), offset), threads
+        )
+        try:
+            running, _ = attempt_state(data_dir, job_id, attempt)
+            if not await reader.call(OutputReader.open) and not running:
+                raise NotFound(
+                    f"job {job_id} attempt {attempt} has no output on node {node}: not run "
+                    "here, or removed past its retention"
+                )
+            return await respond(request, reader, fmt, follow, attempt, job_id)
+        finally:
+            reader.close()
+
+    async def respond(
+        request: web.Request,
+        reader: ThreadedReader,
+        fmt: str,
+        follow: bool,
+        attempt: int,
+        job_id: str,
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "application/x-ndjson"
@@ -82,10 +135,9 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         )
         await response.prepare(request)
         try:
-            with reader:
-                await _send(
-                    response, reader, fmt, follow, lambda: attempt_state(data_dir, job_id, attempt)
-                )
+            await _send(
+                response, reader, fmt, follow, lambda: attempt_state(data_dir, job_id, attempt)
+            )
         except (ConnectionResetError, asyncio.CancelledError):
             return response  # the caller went away, or the server stops
         await response.write_eof()
@@ -94,9 +146,14 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
     app.router.add_get("/v1/jobs/{id}/logs", logs)
 
 
+def _some_pieces(reader: OutputReader) -> list[Piece]:
+    """What a file thread reads in one call: up to PIECES_PER_READ pieces."""
+    return list(itertools.islice(reader.pieces(), PIECES_PER_READ))
+
+
 async def _send(
     response: web.StreamResponse,
-    reader: OutputReader,
+    reader: ThreadedReader,
     fmt: str,
     follow: bool,
     state: Any,
@@ -107,18 +164,13 @@ async def _send(
     while True:
         running, outcome = state()  # before reading: once it has ended, one last read is all
         sent = False
-        for piece in reader.pieces():
-            sent = True
-            if fmt == "raw":
-                if piece.dropped:
-                    await response.write(dropped_note(piece))
-                await response.write(piece.data)
-                continue
-            if piece.dropped:
-                skipped = piece.offset - piece.dropped if piece.dropped > 0 else piece.offset
-                await response.write(_line({"offset": skipped, "dropped": piece.dropped}))
-            if piece.data:
-                await response.write(_line({"offset": piece.offset, **_encoded(piece.data)}))
+        while True:
+            pieces = await reader.call(_some_pieces)
+            sent = sent or bool(pieces)
+            for piece in pieces:
+                await _write_piece(response, piece, fmt)
+            if len(pieces) < PIECES_PER_READ:
+                break
         if not follow or not running:
             if fmt == "json":
                 end = {"end": True, "running": running, "outcome": _outcome(outcome)}
@@ -131,6 +183,19 @@ async def _send(
                 await response.write(b"\n")
                 last_write = loop.time()
             await asyncio.sleep(FOLLOW_POLL)
+
+
+async def _write_piece(response: web.StreamResponse, piece: Piece, fmt: str) -> None:
+    if fmt == "raw":
+        if piece.dropped:
+            await response.write(dropped_note(piece))
+        await response.write(piece.data)
+        return
+    if piece.dropped:
+        skipped = piece.offset - piece.dropped if piece.dropped > 0 else piece.offset
+        await response.write(_line({"offset": skipped, "dropped": piece.dropped}))
+    if piece.data:
+        await response.write(_line({"offset": piece.offset, **_encoded(piece.data)}))
 
 
 def latest_attempt(data_dir: str, job_id: str) -> int | None:

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -58,12 +59,14 @@ class World:
             key=who.key,
         )
 
-    def get(self, node: str, path: str, who: CertFiles | None = None) -> tuple[int, bytes, dict]:
+    def get(
+        self, node: str, path: str, who: CertFiles | None = None, timeout: float = 30
+    ) -> tuple[int, bytes, dict]:
         context = ssl.create_default_context(cafile=self.cacert)
         if who is not None:
             context.load_cert_chain(who.cert, who.key)
         port = self.group.by_name(node).api.port
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=timeout)
         try:
             conn.request("GET", path)
             response = conn.getresponse()
@@ -177,6 +180,47 @@ def test_follow_ends_quietly_when_its_reader_goes_away(world):
     assert proc.wait(30) == 0
     assert proc.stderr.read() == b""
     world.client().cancel(job_id)
+
+
+def opening_a_pipe(pid: int) -> bool:
+    """Whether a thread of `pid` waits in the open of a named pipe for a writer."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "wchan").read_text() == "wait_for_partner":
+                return True
+        except OSError:
+            continue  # the thread ended meanwhile
+    return False
+
+
+def test_a_read_that_blocks_stalls_its_request_alone(world):
+    """Output files are read in threads of their own: a read that does not return (a slow
+    card; here a named pipe in place of an output file, whose open waits for a writer)
+    leaves the node's other requests answered (it used to stop the event loop, and with it
+    every request of the node, until the read returned)."""
+    job_id = f"fifo-{uuid.uuid4().hex[:8]}"
+    job_dir = world.group.by_name("pi1").data_dir / "jobs" / job_id
+    job_dir.mkdir(parents=True)
+    fifo = job_dir / "1.stdout"
+    os.mkfifo(fifo)
+    stuck: list[tuple[int, bytes, dict]] = []
+    request = threading.Thread(
+        target=lambda: stuck.append(world.get("pi1", f"/v1/jobs/{job_id}/logs", world.reader)),
+        daemon=True,
+    )
+    request.start()
+    try:
+        wait_for(lambda: opening_a_pipe(world.group.by_name("pi1").pid), 15, what="open waits")
+        assert request.is_alive()
+        for path in ("/healthz", f"/v1/jobs/{job_id}/logs?attempt=2"):
+            status, _, _ = world.get("pi1", path, world.reader, timeout=5)
+            assert status in (200, 404), (path, status)
+    finally:
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))  # a writer: the open returns
+    request.join(30)
+    assert stuck and stuck[0][0] == 200 and stuck[0][1] == b"", stuck
+    fifo.unlink()
+    job_dir.rmdir()
 
 
 def test_a_stopped_follow_ends_while_the_job_is_quiet(world, tmp_path):
