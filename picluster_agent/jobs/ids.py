@@ -9,8 +9,7 @@ ids (`submit --id`); those are validated by `keys.validate_job_id` and carry no 
 from __future__ import annotations
 
 import re
-
-from ulid import ULID
+from typing import TYPE_CHECKING
 
 from ..etcd.keys import validate_job_id
 
@@ -18,10 +17,21 @@ from ..etcd.keys import validate_job_id
 # 130 bits, and a ULID has 128.
 _ULID_TEXT = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 
+if TYPE_CHECKING:
+    from ulid import ULID
+
+
+def _ulid() -> type[ULID]:
+    # Imported on first use: python-ulid reads its own version through importlib.metadata
+    # (~1 MB resident), and an idle agent makes no ids.
+    from ulid import ULID
+
+    return ULID
+
 
 def new_job_id() -> str:
     """A fresh, time-sortable job id (a ULID, 26 characters)."""
-    return str(ULID())
+    return str(_ulid()())
 
 
 def is_ulid(job_id: str) -> bool:
@@ -33,7 +43,7 @@ def job_id_time(job_id: str) -> float | None:
     """The creation time (unix seconds) encoded in a ULID job id; None for user-chosen ids."""
     if not is_ulid(job_id):
         return None
-    return ULID.from_str(job_id).timestamp
+    return _ulid().from_str(job_id).timestamp
 
 
 __all__ = ["is_ulid", "job_id_time", "new_job_id", "validate_job_id"]

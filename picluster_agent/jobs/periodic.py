@@ -14,14 +14,15 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import croniter
 
 from ..errors import InvalidName
 from ..etcd.keys import validate_job_id
 from .spec import SpecError, parse_spec
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 GRACE = 60.0  # seconds: a slot later than this is missed (a failover takes far less)
 MAX_NAME_CHARS = 100  # leaves room for "-YYYYMMDDTHHMMSSZ" in a job id (128)
@@ -56,6 +57,14 @@ class CronEntry:
         return replace(self, **changes)
 
 
+def _croniter() -> type[croniter]:
+    # Imported on first use: croniter brings dateutil and ctypes (~2 MB resident), which an
+    # agent without periodic jobs never needs (docs/BENCHMARKS.md, idle agent).
+    from croniter import croniter
+
+    return croniter
+
+
 def check_name(name: str) -> str:
     try:
         validate_job_id(name)
@@ -76,7 +85,7 @@ def zone(tz: str) -> ZoneInfo:
 def check(entry: CronEntry) -> None:
     check_name(entry.name)
     zone(entry.tz)
-    if not isinstance(entry.expr, str) or not croniter.is_valid(entry.expr):
+    if not isinstance(entry.expr, str) or not _croniter().is_valid(entry.expr):
         raise SpecError(
             f"{entry.expr!r} is not a cron expression (5 fields: minute hour day month "
             "weekday; a 6th for seconds; or @hourly, @daily, ...)",
@@ -103,7 +112,7 @@ def due(entry: CronEntry, now: float) -> Due:
     since = max(entry.last or 0.0, entry.created_at)
     tz = zone(entry.tz)
     recent_from = max(since, now - GRACE)
-    it = croniter(entry.expr, datetime.fromtimestamp(recent_from, tz))
+    it = _croniter()(entry.expr, datetime.fromtimestamp(recent_from, tz))
     make: list[float] = []
     while len(make) < MAX_RECENT:
         slot = it.get_next(float)
@@ -111,7 +120,7 @@ def due(entry: CronEntry, now: float) -> Due:
             break
         make.append(slot)
     if since < now - GRACE:
-        older = croniter(entry.expr, datetime.fromtimestamp(now - GRACE, tz)).get_prev(float)
+        older = _croniter()(entry.expr, datetime.fromtimestamp(now - GRACE, tz)).get_prev(float)
         if older > since:
             if entry.catch_up:
                 make.insert(0, older)
