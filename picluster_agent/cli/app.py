@@ -11,6 +11,7 @@ Exit codes (also in `picluster --help` and the README):
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import logging
 import os
@@ -172,7 +173,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger(__name__).info("signal %d: stopping", signum)
-        agent.stop()
+        # Not here: the main thread may be inside the very wait that stop() must wake,
+        # holding that wait's lock, and a handler runs on the main thread (a deadlock).
+        # A bare thread takes none of threading's locks to start.
+        _thread.start_new_thread(agent.stop, ())
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -13,7 +13,6 @@ means we are not master any more: raise `NotLeader` and step down; never retry.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -35,7 +34,7 @@ from ..etcd.adapter import (
     op_put,
 )
 from ..etcd.keys import Keys
-from ..stopping import StopSignal
+from ..stopping import AnyEvent, Flag, StopSignal
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ class Election:
         return next((kv for kv in kvs if is_candidate(kv, self.keys)), None)
 
     def _wait_deleted(self, predecessor: KV, stop: StopSignal) -> None:
-        gone = threading.Event()
+        gone = Flag()
 
         def on_events(events: list[Event], _revision: int) -> None:
             if any(e.type == "DELETE" for e in events):
@@ -148,8 +147,7 @@ class Election:
             on_compacted=lambda _e: gone.set(),
         )
         try:
-            while not (gone.is_set() or stop.is_set() or self.session.done.is_set()):
-                gone.wait(0.5)
+            AnyEvent(gone, stop, self.session.done).wait()
         finally:
             watch.stop()
 

@@ -25,6 +25,7 @@ from .. import defaults, timing
 from ..errors import PiclusterError, SessionLost
 from ..etcd.adapter import EtcdClient
 from ..liveness import Liveness
+from ..stopping import Flag
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ class Session:
         self._state = SessionState.CONNECTED
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done = Flag()  # AnyEvents that hold it wake when it is set
         self._closing = threading.Event()
+        self._renewed = threading.Condition()  # notified at each renewal and at the end
+        self._renewals = 0
         self._thread = threading.Thread(target=self._keepalive_loop, name="keepalive", daemon=True)
         self._thread.start()
 
@@ -79,13 +82,20 @@ class Session:
         return self._state
 
     @property
-    def done(self) -> threading.Event:
+    def done(self) -> Flag:
         """Set once the session is LOST or closed."""
         return self._done
 
     def safe_until(self) -> float:
         """Monotonic time before which the lease is certainly still alive at the server."""
         return self._last_ok_sent + self.ttl
+
+    def wait_renewal(self, seen: int, timeout: float) -> int:
+        """Wait until the lease has been renewed more than `seen` times, the session has
+        ended, or `timeout` has passed; return the number of renewals so far."""
+        with self._renewed:
+            self._renewed.wait_for(lambda: self._renewals > seen or self._done.is_set(), timeout)
+            return self._renewals
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -139,6 +149,8 @@ class Session:
         )
         if new is SessionState.LOST:
             self._done.set()
+            with self._renewed:
+                self._renewed.notify_all()
         for listener in listeners:
             try:
                 listener(new)
@@ -186,5 +198,8 @@ class Session:
                 self._set_state(SessionState.LOST)
                 return
             self._last_ok_sent = sent
+            with self._renewed:
+                self._renewals += 1
+                self._renewed.notify_all()
             self._set_state(SessionState.CONNECTED)
             next_beat = sent + interval

@@ -38,7 +38,7 @@ from ..node.fsinfo import filesystem_of
 from ..observe import sdnotify
 from ..observe.metrics import AgentMetrics
 from ..observe.watchdog import Watchdog
-from ..stopping import AnyEvent, StopSignal
+from ..stopping import AnyEvent, Flag, StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ class Agent:
         self.session: Session | None = None  # the current one, for /readyz
         self.liveness = Liveness()  # the loops systemd's watchdog waits on
         self._ready_said = False
-        self.stop_event = threading.Event()
+        self.stop_event = Flag()
         self.master_duties = master_duties if master_duties is not None else [leader_heartbeat]
         self.worker_duty = worker_duty
-        self._broken = threading.Event()  # set when a part of this agent failed for good
+        self._broken = Flag()  # set when a part of this agent failed for good
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -154,6 +154,22 @@ class Agent:
             else:
                 session.orphan()
 
+    def _ready_line(self) -> list[str]:
+        """READY=1 the first time only."""
+        if self._ready_said:
+            return []
+        self._ready_said = True
+        return ["READY=1"]
+
+    def _tell_systemd_waiting(self, error: PiclusterError) -> None:
+        # systemd cannot tell a slow etcd from a down one: a start job that waited for
+        # registration failed at TimeoutStartSec and Restart= began it again, every ~93 s
+        # while etcd was away (a whole rack booting at once). The unit is started as soon
+        # as etcd is found unreachable; STATUS= (systemctl status) says what it waits for.
+        endpoints = ",".join(self.cfg.connection.endpoints)
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        sdnotify.notify(*self._ready_line(), f"STATUS=waiting for etcd at {endpoints}: {reason}")
+
     def _best_effort_revoke(self, lease_id: int) -> None:
         try:
             self.client.revoke(lease_id)
@@ -169,6 +185,7 @@ class Agent:
                 raise
             except PiclusterError as e:
                 log.warning("cannot reach etcd (%s); retrying in %.1fs", e, backoff)
+                self._tell_systemd_waiting(e)
                 self.stop_event.wait(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
                 continue
@@ -194,15 +211,13 @@ class Agent:
         )
         revision = self._register_with_retry(session, info)
         log.info("registered as %s (lease %x)", info.name, session.lease_id)
-        if not self._ready_said:
-            # systemd (Type=notify): started means registered, so `systemctl start` returns
-            # once the node can be given work.
-            self._ready_said = True
-            sdnotify.notify("READY=1", f"STATUS=registered as {info.name}")
+        # systemd (Type=notify): started means registered when etcd answers at start, so
+        # `systemctl start` returns once the node can be given work.
+        sdnotify.notify(*self._ready_line(), f"STATUS=registered as {info.name}")
         keeper = RegistrationKeeper(session, self.keys, info, revision)
 
-        session_stop = threading.Event()
-        self._broken = threading.Event()
+        session_stop = Flag()
+        self._broken = Flag()
         failures: list[BaseException] = []
         worker_thread = None
         if self.worker_duty is not None:
@@ -222,10 +237,7 @@ class Agent:
             if self.cfg.master:
                 self._campaign_loop(session)
             else:
-                while not (
-                    self.stop_event.is_set() or session.done.is_set() or self._broken.is_set()
-                ):
-                    self.stop_event.wait(0.5)
+                AnyEvent(self.stop_event, session.done, self._broken).wait()
         finally:
             keeper.stop()  # before the lease goes: its deletion of the key is final
             session_stop.set()
@@ -298,7 +310,7 @@ class Agent:
 
     def _run_master_duties(self, election: Election, stop: AnyEvent) -> None:
         threads = []
-        step_down = threading.Event()
+        step_down = Flag()
         errors: list[BaseException] = []
 
         def run(duty: MasterDuty) -> None:
@@ -313,8 +325,7 @@ class Agent:
             t = threading.Thread(target=run, args=(duty,), name=duty.__name__, daemon=True)
             t.start()
             threads.append(t)
-        while not (step_down.is_set() or stop.is_set()):
-            step_down.wait(0.02)
+        AnyEvent(step_down, stop).wait()
         if self.stop_event.is_set() and not election.session.done.is_set():
             # Hand over first: the duties wind down afterwards, and any write they still
             # attempt is refused by the guard.

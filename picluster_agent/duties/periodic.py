@@ -1,11 +1,13 @@
 """The master's periodic jobs: one job per due slot of each entry under `cron/`.
 
-Every half second the master reads the entries (few, small) and, for each due slot, commits
-one fenced txn: the job's submission `queue/<name>-<slot>` and the entry's `last`, compared
-on the entry as read and on the job id being unused in the queue and among the jobs. The id
-is the slot's, so a new master that takes over at a slot boundary finds the slot either
-made (the entry says so, and the id is taken) or not, and makes it exactly once. A slot
-whose job id is taken by someone else is recorded as handled without a job.
+The master reads the entries (few, small), then sleeps until the earliest next slot of any
+of them, or until a watch on `cron/` says an entry changed, and reads them again (at least
+every RESCAN seconds: a step of the wall clock moves the slots). For each due slot it
+commits one fenced txn: the job's submission `queue/<name>-<slot>` and the entry's `last`,
+compared on the entry as read and on the job id being unused in the queue and among the
+jobs. The id is the slot's, so a new master that takes over at a slot boundary finds the
+slot either made (the entry says so, and the id is taken) or not, and makes it exactly once.
+A slot whose job id is taken by someone else is recorded as handled without a job.
 """
 
 from __future__ import annotations
@@ -17,40 +19,74 @@ import time
 from .. import defaults
 from ..coord.election import Election
 from ..errors import NotLeader, PiclusterError, SessionLost
-from ..etcd.adapter import KV, cmp_absent, cmp_modified_at, op_put
-from ..jobs.periodic import CronEntry, due, slot_id
-from ..stopping import StopSignal
+from ..etcd.adapter import KV, Watch, cmp_absent, cmp_modified_at, op_put
+from ..jobs.periodic import CronEntry, due, next_slot, slot_id
+from ..stopping import AnyEvent, Flag, StopSignal
 
 log = logging.getLogger(__name__)
 
-INTERVAL = 0.5  # seconds between two looks at the entries
+RESCAN = 30.0  # seconds between two looks at the entries at most
 
 
 def periodic_duty(election: Election, stop: StopSignal) -> None:
+    changed = Flag()  # an entry changed, or the watch lost its place in etcd's history
+    lost = Flag()  # ... the latter: watch again from a new read
+    wake = AnyEvent(stop, changed)
+    watch: Watch | None = None
+
+    def on_compacted(_e: Exception) -> None:
+        lost.set()
+        changed.set()
+
     backoff = defaults.RETRY_BACKOFF_MIN
-    while not stop.is_set():
-        try:
-            for kv in election.client.get_prefix(election.keys.cron_dir)[0]:
-                _handle(election, kv, time.time())
-            backoff = defaults.RETRY_BACKOFF_MIN
-            stop.wait(INTERVAL)
-        except (NotLeader, SessionLost):
-            raise
-        except PiclusterError as e:
-            log.warning("periodic jobs: %s; again in %.1fs", e, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+    try:
+        while not stop.is_set():
+            try:
+                changed.clear()
+                if lost.is_set() and watch is not None:
+                    watch.stop()
+                    watch = None
+                    lost.clear()
+                kvs, revision = election.client.get_prefix(election.keys.cron_dir)
+                if watch is None:
+                    watch = election.client.watch(
+                        election.keys.cron_dir,
+                        lambda _events, _revision: changed.set(),
+                        start_revision=revision + 1,
+                        name="cron-watch",
+                        on_compacted=on_compacted,
+                    )
+                now = time.time()
+                slots = [_handle(election, kv, now) for kv in kvs]
+                backoff = defaults.RETRY_BACKOFF_MIN
+                soonest = min((s for s in slots if s is not None), default=now + RESCAN)
+                wake.wait(max(0.0, min(RESCAN, soonest - time.time())))
+            except (NotLeader, SessionLost):
+                raise
+            except PiclusterError as e:
+                log.warning("periodic jobs: %s; again in %.1fs", e, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
-def _handle(election: Election, kv: KV, now: float) -> None:
+def _handle(election: Election, kv: KV, now: float) -> float | None:
+    """Make the entry's due slots; return the time of its next slot (None: none to come)."""
     try:
         entry = CronEntry.from_json(kv.value)
     except ValueError as e:
         log.warning("ignored %r: %s", kv.key, e)
-        return
+        return None
     if kv.key != election.keys.cron(entry.name):
         log.warning("ignored %r: it names entry %r", kv.key, entry.name)
-        return
+        return None
+    _make_due(election, kv, entry, now)
+    return next_slot(entry, now)
+
+
+def _make_due(election: Election, kv: KV, entry: CronEntry, now: float) -> None:
     todo = due(entry, now)
     if todo.handled is None:
         return

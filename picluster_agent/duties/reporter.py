@@ -25,7 +25,7 @@ from ..etcd.limits import txn_bytes, txn_chunks
 from ..jobs import transitions
 from ..jobs.records import JobRecord, JobResult
 from ..jobs.transitions import Transition
-from ..stopping import StopSignal
+from ..stopping import Flag, StopSignal
 
 if TYPE_CHECKING:
     from .worker import RunningJob
@@ -113,6 +113,7 @@ class Reporter:
         # Set when a thread of the reporter failed beyond retrying (a bug): the worker raises
         # it, and the agent stops as a whole.
         self.failure: BaseException | None = None
+        self.failed = Flag()  # set with `failure`: wakes the worker's loop
 
     def put(self, report: Report) -> None:
         self.reports.put(report)
@@ -132,7 +133,7 @@ class Reporter:
             self._report_until_done()
         except Exception as e:  # a bug: results would pile up unsent; stop the agent instead
             log.exception("reporter failed")
-            self.failure = e
+            self._fail(e)
 
     def _report_until_done(self) -> None:
         while True:
@@ -163,9 +164,13 @@ class Reporter:
             self._send(batch)
         except Exception as e:  # a bug: these results would be lost; stop the agent instead
             log.exception("report sender failed")
-            self.failure = e
+            self._fail(e)
         finally:
             self._in_flight.release()
+
+    def _fail(self, e: BaseException) -> None:
+        self.failure = e
+        self.failed.set()
 
     def _next_mark_in(self) -> float:
         with self.lock:

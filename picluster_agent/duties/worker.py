@@ -41,7 +41,7 @@ from ..node import cgroups
 from ..node.janitor import JobDirJanitor
 from ..node.runner import JobProcess, Outcome, batched_requests, extend_fence, supervisor_pid
 from ..observe.metrics import AgentMetrics
-from ..stopping import StopSignal
+from ..stopping import AnyEvent, Flag, StopSignal
 from .agent import WorkerDuty
 from .reporter import Report, Reporter, report_interval
 
@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 # How often finished jobs' directories past retention are looked for.
 JANITOR_INTERVAL = 10.0
-# How often the supervisor's fence follows the session's renewals (one a second at most).
-FENCE_TICK = 0.1
+# The fence follows each renewal of the session as it happens; it also looks this often
+# whether the worker has ended.
+FENCE_TICK = 1.0
 # A result whose output tails would take its report past etcd's request limit (a large
 # result_tail_bytes, or output that JSON escapes six-fold) is sent with this much of each
 # stream instead; all of it stays in the job's files.
@@ -116,7 +117,7 @@ class Worker:
         self.waiting: list[RunningJob] = []  # assigned here, not started yet
         self.busy_slots = 0
         self._dispatching = threading.local()  # set while this thread is in _dispatch
-        self.resync = threading.Event()
+        self.resync = Flag()
         self.run_as = cfg.job_user if os.geteuid() == 0 else None
         self.data_dir = Path(cfg.data_dir)
         self.janitor = JobDirJanitor(
@@ -148,6 +149,8 @@ class Worker:
         readings = self._readings()
         self.metrics.read_from(readings)
         liveness, loop = self.session.liveness, f"worker (lease {self.session.lease_id:x})"
+        # What ends a wait of this loop early; the lease guard's deadline ends it in time.
+        wake = AnyEvent(self.stop, self.session.done, self.resync, self.reporter.failed)
         watches: list = []  # type: ignore[type-arg]
         watching = False
         next_try, backoff = 0.0, defaults.RETRY_BACKOFF_MIN
@@ -182,7 +185,7 @@ class Worker:
                         log.warning("cannot watch for assignments (%s); again in %.1fs", e, backoff)
                         next_try = time.monotonic() + backoff
                         backoff = min(backoff * 2, defaults.RETRY_BACKOFF_MAX)
-                self.stop.wait(0.05)
+                wake.wait(self._idle_wait(watching, next_try))
         finally:
             sweeping.set()
             for w in watches:
@@ -526,11 +529,23 @@ class Worker:
         )
         self.session.expire_locally()
 
+    def _idle_wait(self, watching: bool, next_try: float) -> float:
+        """How long the main loop may sleep: until the lease guard must look again (the
+        session's renewals move that deadline on), the next try at watching, or half the
+        loop's stall allowance, whichever comes first."""
+        now = time.monotonic()
+        waits = [self.session.safe_until() - self.margin - now, defaults.LOOP_STALL / 2]
+        if not watching:
+            waits.append(next_try - now)
+        return max(0.0, min(waits))
+
     def _keep_fence(self, done: threading.Event) -> None:
-        while not done.wait(FENCE_TICK):
+        seen = 0
+        while not done.is_set():
             if self.abandoned.is_set() or self.session.done.is_set():
                 return
             self._extend_fence()
+            seen = self.session.wait_renewal(seen, FENCE_TICK)
 
     def _extend_fence(self) -> None:
         """Tell the supervisor how long this session's jobs may run if we cannot act."""

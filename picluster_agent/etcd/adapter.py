@@ -172,6 +172,24 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 0),
 ]
 
+# grpc's blocking stream readers (each watch's thread) wait on a condition in slices of
+# MAXIMUM_WAIT_TIMEOUT (0.1 s) so that no signal handler waits longer on a blocked main
+# thread. Our streams are read by other threads, and the kernel gives a process' signals to
+# its main thread first, interrupting its waits: the slices only woke each watch thread ten
+# times a second, most of an idle agent's CPU (docs/BENCHMARKS.md). A reply still wakes its
+# reader at once (the condition is notified).
+GRPC_WAIT_SLICE = 2.0
+
+
+def _lengthen_grpc_wait_slices() -> None:
+    common = getattr(grpc, "_common", None)  # private: left alone if a release drops it
+    current = getattr(common, "MAXIMUM_WAIT_TIMEOUT", None)
+    if isinstance(current, int | float) and current < GRPC_WAIT_SLICE:
+        common.MAXIMUM_WAIT_TIMEOUT = GRPC_WAIT_SLICE  # type: ignore[union-attr]
+
+
+_lengthen_grpc_wait_slices()
+
 
 class _Member:
     """One endpoint: its channel and the service stubs on it."""

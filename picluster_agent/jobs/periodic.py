@@ -104,6 +104,15 @@ class Due:
     handled: float | None  # the entry's new `last` (None: nothing to do)
 
 
+def next_slot(entry: CronEntry, now: float) -> float | None:
+    """The entry's first slot after `now` (None while it is paused)."""
+    if entry.paused:
+        return None
+    return float(
+        _croniter()(entry.expr, datetime.fromtimestamp(now, zone(entry.tz))).get_next(float)
+    )
+
+
 def due(entry: CronEntry, now: float) -> Due:
     """What to do for `entry` at `now`: the recent slots since `last`, each made once; the
     older ones skipped, or the latest of them made once with `catch_up`."""
