@@ -1,13 +1,14 @@
 """An idle agent's cost: CPU (share of one core) and resident memory, without and with a
-Prometheus scrape of its /metrics every 15 s (over HTTPS with a reader's certificate).
+Prometheus scrape of its /metrics every 15 s (over HTTPS with a reader's certificate), then
+also with the status page open on pi2 (polling /v1/ui/state every second, as the page does).
 
 Three agents on a 1-member etcd on loopback: pi1 is master (and worker), pi2 a worker, both
 with the HTTPS API and metrics, and pi3 a worker with neither (`--api-port 0 --no-metrics`),
 for comparison; nothing is submitted. Each phase measures every agent's own CPU (its
 threads) and that of its job supervisor over --seconds, and samples resident memory (VmRSS)
-every second.
+every second. `--agent-env MALLOC_ARENA_MAX=2` starts the agents with that environment.
 
-    .venv/bin/python bench/idle.py [--seconds 120] [--scrape-interval 15]
+    .venv/bin/python bench/idle.py [--seconds 120] [--scrape-interval 15] [--agent-env K=V]
 
 Goals (issue 18): <= 1 % of one core and <= 40 MB per agent.
 """
@@ -34,6 +35,7 @@ from picluster_agent.etcd.localcluster import (
 from picluster_agent.etcd.localpki import LocalPKI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from page_cost import viewers
 from throughput import cpu_seconds
 
 
@@ -51,7 +53,7 @@ def supervisor_of(pid: int) -> int | None:
     return None
 
 
-def measure(agents: list[AgentProcess], seconds: float, scrape: threading.Event | None) -> None:
+def measure(agents: list[AgentProcess], seconds: float) -> None:
     cpu0 = {a.name: cpu_seconds(a.pid, descendants=False) for a in agents}
     tree0 = {a.name: cpu_seconds(a.pid) for a in agents}
     peak = {a.name: 0.0 for a in agents}
@@ -77,7 +79,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--scrape-interval", type=float, default=15.0)
+    parser.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    env = dict(kv.split("=", 1) for kv in args.agent_env)
     base = Path(tempfile.mkdtemp(prefix="picluster-idle-"))
     cluster = EtcdCluster(base / "etcd", 1).start()
     keys = Keys("/idle")
@@ -86,13 +90,15 @@ def main() -> int:
     reader = apis.user("bench-reader", "picluster-reader")
     agents = [
         AgentProcess(name, cluster.endpoints_csv, keys.prefix, base / name,
-                     api=apis.for_agent(name), extra_args=["--no-check-connection"]).start()
+                     api=apis.for_agent(name), extra_args=["--no-check-connection"],
+                     extra_env=env).start()
         for name in ("pi1", "pi2")
     ]  # fmt: skip
     # The same worker without the HTTPS API and without metrics: what those two add.
     agents.append(
         AgentProcess("pi3", cluster.endpoints_csv, keys.prefix, base / "pi3",
-                     extra_args=["--no-metrics", "--no-check-connection"]).start()
+                     extra_args=["--no-metrics", "--no-check-connection"],
+                     extra_env=env).start()
     )  # fmt: skip
     tls = ssl.create_default_context(cafile=apis.pki.cacert)
     tls.load_cert_chain(reader.cert, reader.key)
@@ -118,13 +124,17 @@ def main() -> int:
         wait_for(lambda: client.get(keys.leader), 30, what="master")
         time.sleep(10)  # past start-up: imports, first reads, the scheduler's load
         print(f"idle, no scrape ({args.seconds:.0f} s):")
-        measure(agents, args.seconds, None)
+        measure(agents, args.seconds)
         thread = threading.Thread(target=scraper, daemon=True)
         thread.start()
         print(f"idle, /metrics scraped every {args.scrape_interval:g} s ({args.seconds:.0f} s):")
-        measure(agents, args.seconds, stop)
-        stop.set()
+        measure(agents, args.seconds)
         print(f"  ({scrapes['n']} scrapes, {scrapes['bytes']} bytes each)")
+        page = viewers(agents[1].api_url, tls, 1, stop)
+        print(f"idle, scraped, and the status page open on pi2 ({args.seconds:.0f} s):")
+        measure(agents, args.seconds)
+        stop.set()
+        print(f"  ({page[0]} page refreshes)")
     finally:
         stop.set()
         for a in agents:

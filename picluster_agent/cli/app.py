@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -180,6 +181,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # What exists now (modules, classes, the config) lives as long as the agent: out of the
+    # collector's sight, each full collection skips its ~50,000 objects (10-25 ms of CPU).
+    gc.freeze()
     agent.run()
     return 0
 
