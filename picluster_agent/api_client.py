@@ -127,7 +127,9 @@ class ApiClient:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Ask for a cancel; returns the job's status at the time of asking."""
-        return self._call("POST", f"/v1/jobs/{_quoted(job_id)}/cancel")  # type: ignore[no-any-return]
+        # Safe to send twice: a second request for the same job changes nothing.
+        path = f"/v1/jobs/{_quoted(job_id)}/cancel"
+        return self._call("POST", path, repeatable=True)  # type: ignore[no-any-return]
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The job's status once final, or after `timeout` seconds (check `final`)."""
@@ -142,7 +144,15 @@ class ApiClient:
 
     # ------------------------------------------------------------ transport
 
-    def _call(self, method: str, path: str, body: Any = None, *, extra_time: float = 0.0) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        extra_time: float = 0.0,
+        repeatable: bool = False,
+    ) -> Any:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         for attempt in (1, 2):
@@ -154,9 +164,10 @@ class ApiClient:
                 break
             except (ConnectionError, http.client.RemoteDisconnected) as e:
                 self.close()
-                # A kept-alive connection the server closed meanwhile: one fresh try. A
-                # submit is safe to send again: its id makes the retry idempotent.
-                if attempt == 2 or not (method == "GET" or _has_id(body)):
+                # A kept-alive connection the server closed meanwhile (it closes idle ones:
+                # api/listener.py): one fresh try. A submit is safe to send again: its id
+                # makes the retry idempotent.
+                if attempt == 2 or not (method == "GET" or repeatable or _has_id(body)):
                     raise Unavailable(f"API {self.url}: {e}") from e
             except (OSError, http.client.HTTPException) as e:
                 self.close()

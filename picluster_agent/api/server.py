@@ -26,6 +26,7 @@ from ..etcd.adapter import EtcdClient
 from . import describe, health, jobs, logs, metrics, page
 from .auth import UserDirectory, auth_middleware, declared_role
 from .context import ApiContext
+from .listener import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedTLSSite
 from .replies import errors_middleware
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,16 @@ class ApiServer:
         port: int,
         tls: ssl.SSLContext,
         modules: Sequence[ModuleType] = ROUTE_MODULES,
+        max_connections: int = MAX_CONNECTIONS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        """The bounds on callers (listener.py) are arguments for the tests' sake."""
         self.ctx = ctx
         self.host = host
         self.port = port
         self._tls = tls
+        self._bounds = (max_connections, handshake_timeout, idle_timeout)
         self._app = build_app(ctx, modules)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,12 +150,24 @@ class ApiServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        max_connections, handshake_timeout, idle_timeout = self._bounds
         runner = web.AppRunner(
-            self._app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+            self._app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
+            keepalive_timeout=idle_timeout,
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._tls)
+            site = BoundedTLSSite(
+                runner,
+                self.host,
+                self.port,
+                ssl_context=self._tls,
+                max_connections=max_connections,
+                handshake_timeout=handshake_timeout,
+            )
             try:
                 await site.start()
             except OSError as e:
