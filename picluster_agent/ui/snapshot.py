@@ -3,9 +3,10 @@
 The page must stay cheap on a cluster that keeps 10,000 finished jobs, so nothing here reads
 a whole directory of job records: the queue is counted and its oldest entries read, the
 active jobs are found through the workers' inboxes (`assign/`, at most the cluster's slots
-plus prefetch), and "recent" means the job records modified last (`RECENT_JOBS` of them,
-newest first). The masters before the current one come from etcd's own history of the
-`leader` key, which each master rewrites, fenced, while it leads (see `LeaderHistory`).
+plus prefetch) and the re-run index (`rerun/`: jobs between two attempts), and "recent"
+means the job records modified last (`RECENT_JOBS` of them, newest first). The masters
+before the current one come from etcd's own history of the `leader` key, which each master
+rewrites, fenced, while it leads (see `LeaderHistory`).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def read_snapshot(client: EtcdClient, keys: Keys, history: LeaderHistory) -> Sna
     recent, _ = client.get_prefix(
         keys.jobs_dir, limit=RECENT_JOBS, sort_target="MOD", sort_order="DESCEND"
     )
-    jobs = _with_active(client, keys, recent, assignments)
+    reruns, _ = client.get_prefix(keys.rerun_dir, keys_only=True)
+    jobs = _with_active(client, keys, recent, assignments, reruns)
     errors: list[str] = []
     leases: dict[int, tuple[int, int]] = {}
     for kv in nodes:
@@ -163,15 +165,14 @@ def read_snapshot(client: EtcdClient, keys: Keys, history: LeaderHistory) -> Sna
 
 
 def _with_active(
-    client: EtcdClient, keys: Keys, recent: list[KV], assignments: list[KV]
+    client: EtcdClient, keys: Keys, recent: list[KV], assignments: list[KV], reruns: list[KV]
 ) -> list[KV]:
-    """`recent` plus the records of assigned jobs that were not among them (a long run)."""
+    """`recent` plus the records of active jobs that were not among them: assigned (a long
+    run) or between two attempts (a long backoff)."""
     have = {kv.key for kv in recent}
-    missing = []
-    for kv in assignments:
-        found = keys.assignment_of(kv.key)
-        if found is not None and keys.job(found[1]) not in have:
-            missing.append(keys.job(found[1]))
+    ids = [found[1] for kv in assignments if (found := keys.assignment_of(kv.key))]
+    ids += [j for kv in reruns if (j := keys.job_id_of(keys.rerun_dir, kv.key))]
+    missing = [k for k in dict.fromkeys(keys.job(j) for j in ids) if k not in have]
     if not missing:
         return recent
     return recent + list(client.get_many(missing).values())

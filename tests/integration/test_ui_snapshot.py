@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from picluster_agent.client import Client
 from picluster_agent.etcd.localcluster import wait_for
 from picluster_agent.ui.snapshot import LeaderHistory, read_snapshot
 from picluster_agent.ui.state import build_state
@@ -42,3 +43,20 @@ def test_earlier_masters_and_leases_from_etcd(agents):
     leader = agents.client.get(agents.keys.leader)
     assert leader is not None and json.loads(leader.value)["name"] == "pa2"
     assert fresh.before(leader, 5) == []
+
+
+def test_a_job_waiting_to_retry_is_shown_however_many_records_changed_since(agents, monkeypatch):
+    """The page reads the RECENT_JOBS records modified last, and the active ones beside them:
+    a job in a long retry backoff is among those (through `rerun/`) when newer records
+    push it out of the recent ones."""
+    monkeypatch.setattr("picluster_agent.ui.snapshot.RECENT_JOBS", 1)
+    agents.start("pa1")
+    agents.wait_leader()
+    client = Client(agents.cluster.endpoints_csv, prefix=agents.prefix)
+    waiting = client.submit(["false"], max_attempts=2, retry_backoff=120.0).id
+    wait_for(lambda: client.status(waiting).record.failures == 1, 30, what="waiting to retry")
+    later = client.submit(["true"]).id
+    client.wait([later], timeout=30)  # its record is the one modified last
+    snap = read_snapshot(agents.client, agents.keys, LeaderHistory(agents.client, agents.keys))
+    state = build_state(snap, agents.keys, "test")
+    assert waiting in {row["id"] for row in state["queue"]}
