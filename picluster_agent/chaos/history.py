@@ -16,6 +16,8 @@ Checks, each a kind of violation:
     stale_result         a result accepted for an attempt that was not the current one
     stale_master_write   a master write accepted from an epoch other than the current one
     unacked_half_done    a job never acknowledged that ran but did not complete once
+    rerun_index          at the end of a revision, `rerun/<id>` present and the job's
+                         record not waiting for another attempt (`queued`), or the reverse
 A run alive for less than one beat interval after another run's start can go unseen.
 """
 
@@ -35,6 +37,7 @@ KINDS = (
     "stale_result",
     "stale_master_write",
     "unacked_half_done",
+    "rerun_index",
 )
 
 
@@ -189,6 +192,7 @@ class _EtcdReplay:
         self.final_state: dict[str, str] = {}
         self.reasons: Counter[str] = Counter()  # why jobs ended other than succeeded
         self.committed: set[str] = set()  # jobs etcd has seen (queue or record)
+        self.indexed: set[str] = set()  # jobs with a rerun/ key
         self.violations: list[Violation] = []
 
     def master(self) -> int | None:
@@ -209,6 +213,7 @@ class _EtcdReplay:
             self._check(e)
         for e in events:
             self._apply(e)
+        self._check_index(events)
         master = self.master()
         if master is not None:
             self.epochs.add(master)
@@ -247,9 +252,31 @@ class _EtcdReplay:
                     )
                 )
 
+    def _check_index(self, events: list[KeyEvent]) -> None:
+        """Each job whose record or index changed at this revision: both agree after it."""
+        touched = {rest for e in events for kind, _, rest in [e.key.partition("/")]
+                   if kind in ("jobs", "rerun")}  # fmt: skip
+        for job in sorted(touched):
+            waiting = self.state.get(job) == "queued"
+            if (job in self.indexed) != waiting:
+                self.violations.append(
+                    Violation(
+                        "rerun_index",
+                        job,
+                        f"at revision {events[0].revision} the record says "
+                        f"{self.state.get(job)} and rerun/{job} is "
+                        f"{'present' if job in self.indexed else 'absent'}",
+                    )
+                )
+
     def _apply(self, e: KeyEvent) -> None:
         kind, _, rest = e.key.partition("/")
-        if kind == "election":
+        if kind == "rerun":
+            if e.type == "PUT":
+                self.indexed.add(rest)
+            else:
+                self.indexed.discard(rest)
+        elif kind == "election":
             if e.type == "PUT":
                 self.candidates[e.key] = e.create_revision
             else:

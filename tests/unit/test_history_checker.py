@@ -16,6 +16,11 @@ def delete(rev: int, key: str) -> KeyEvent:
     return KeyEvent(rev, "DELETE", key)
 
 
+def index(rev: int, job: str) -> KeyEvent:
+    """`rerun/<job>` put (its value, a word, is not JSON)."""
+    return KeyEvent.from_raw(rev, "PUT", f"rerun/{job}", b"lost", rev)
+
+
 def run(job: str, attempt: int, node: str, pid: int, start: float, end: float, ended=True):
     """Marks of one run: start, beats every 0.5 s, and `end` if it was not killed."""
     marks = [Mark("start", start, job, attempt, node, pid)]
@@ -50,6 +55,8 @@ RERUN_A = [
     put(4, "assign/n1/A", id="A", state="assigned", attempt=1, node="n1", epoch=2),
     delete(6, "assign/n1/A"),
     put(7, "jobs/A", id="A", state="queued", attempt=1, epoch=2),
+    index(7, "A"),
+    delete(8, "rerun/A"),
     put(8, "jobs/A", id="A", state="assigned", attempt=2, node="n2", epoch=2),
     put(8, "assign/n2/A", id="A", state="assigned", attempt=2, node="n2", epoch=2),
     put(9, "jobs/A", id="A", state="succeeded", attempt=2, node="n2"),
@@ -102,9 +109,15 @@ CASES = {
         run("A", 1, "n1", 10, 0, 5),
         ELECTED
         + CLEAN_A
-        + [put(6, "jobs/A", id="A", state="queued", attempt=1, epoch=2)]
-        + [put(7, "jobs/A", id="A", state="failed", attempt=1, epoch=2)],
+        + [put(6, "jobs/A", id="A", state="queued", attempt=1, epoch=2), index(6, "A")]
+        + [put(7, "jobs/A", id="A", state="failed", attempt=1, epoch=2), delete(7, "rerun/A")],
         {"duplicate_final": 1},
+    ),
+    "rerun index: re-queued without it, then assigned while it is left behind": (
+        ACKED_A,
+        run("A", 1, "n1", 10, 0, 3, ended=False) + run("A", 2, "n2", 11, 4, 9),
+        ELECTED + [e for e in RERUN_A if e.key != "rerun/A"] + [index(9, "A")],
+        {"rerun_index": 2},
     ),
     "unacknowledged, never committed, never ran: fine": (
         [Submission("B", acked=False)],
