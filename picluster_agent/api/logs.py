@@ -136,7 +136,12 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
         await response.prepare(request)
         try:
             await _send(
-                response, reader, fmt, follow, lambda: attempt_state(data_dir, job_id, attempt)
+                response,
+                reader,
+                fmt,
+                follow,
+                lambda: attempt_state(data_dir, job_id, attempt),
+                left=lambda: request.transport is None,
             )
         except (ConnectionResetError, asyncio.CancelledError):
             return response  # the caller went away, or the server stops
@@ -157,8 +162,11 @@ async def _send(
     fmt: str,
     follow: bool,
     state: Any,
+    *,
+    left: Callable[[], bool],
 ) -> None:
-    """Send what there is; following, until the attempt has ended and all is sent."""
+    """Send what there is; following, until the attempt has ended and all is sent, or
+    the caller has left."""
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     while True:
@@ -179,6 +187,11 @@ async def _send(
         if sent:
             last_write = loop.time()
         else:
+            # aiohttp does not cancel a handler whose caller left, and only a write tells
+            # it: raw output has no heartbeat, so a quiet job's follow would go on reading
+            # the file until the job ends.
+            if left():
+                raise ConnectionResetError("the caller left")
             if fmt == "json" and loop.time() - last_write >= HEARTBEAT:
                 await response.write(b"\n")
                 last_write = loop.time()

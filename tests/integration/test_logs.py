@@ -249,6 +249,41 @@ def test_a_stopped_follow_ends_while_the_job_is_quiet(world, tmp_path):
         go_on.touch()
 
 
+def open_on(pid: int, path: Path) -> bool:
+    """Whether process `pid` holds `path` open."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
+
+
+def test_a_raw_follow_ends_once_its_caller_left_a_quiet_job(world, tmp_path):
+    # `curl ...?follow=1&format=raw` then Ctrl-C: raw output has no heartbeat to fail on,
+    # so the node must look whether its caller is still there, or it reads the file every
+    # FOLLOW_POLL, its descriptor open, for as long as the job runs without writing.
+    go_on = tmp_path / "go-on"
+    quiet = f"echo hi; until [ -e {go_on} ]; do sleep 0.05; done"
+    job_id = world.client().submit(["sh", "-c", quiet]).id
+    try:
+        wait_for(lambda: world.client().status(job_id).record.node, 30, what="job assigned")
+        agent = world.group.by_name(world.client().status(job_id).record.node)
+        context = ssl.create_default_context(cafile=world.cacert)
+        context.load_cert_chain(world.reader.cert, world.reader.key)
+        conn = http.client.HTTPSConnection("127.0.0.1", agent.api.port, context=context)
+        conn.request("GET", f"/v1/jobs/{job_id}/logs?follow=1&format=raw")
+        response = conn.getresponse()
+        assert (response.status, response.read(3)) == (200, b"hi\n")
+        output = agent.data_dir.resolve() / "jobs" / job_id / "1.stdout"
+        assert open_on(agent.pid, output)
+        conn.close()
+        wait_for(lambda: not open_on(agent.pid, output), 10, what="the follow ended")
+    finally:
+        go_on.touch()
+
+
 def test_a_live_tail_frees_its_slot_once_the_browser_left(world, tmp_path):
     # The status page's /v1/ui/jobs/{id}/live: at most LIVE_TAILS followers at once, each
     # in a thread of the API's pool. A browser that leaves a quiet job's output must free
