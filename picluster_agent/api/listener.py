@@ -5,8 +5,9 @@ TLS handshake; its request handler keeps an idle connection for an hour. Inside 
 whose file descriptors also carry its etcd session and its jobs' outputs, a leaking client or
 a stuck one must not use them up, so:
 
-- at most `max_connections` connections at once; one more is answered `503` in one line of
-  JSON and closed (the caller may try again; nothing was done);
+- at most `max_connections` connections at once, counting those whose TLS handshake is
+  under way; one more is answered `503` in one line of JSON and closed (the caller may try
+  again; nothing was done);
 - a TLS handshake not finished within `handshake_timeout` is dropped;
 - an idle connection (no request, or an unfinished one) is closed after the server's
   `keepalive_timeout` (server.py sets it).
@@ -49,6 +50,36 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _Handshaking(asyncio.Protocol):
+    """A served connection whose TLS handshake is under way: counted against the limit
+    until the handshake is done, or can no longer be (a failed or timed-out handshake never
+    tells the protocol, so the count forgets it at its deadline). Then the server's own
+    protocol takes over."""
+
+    def __init__(self, inner: asyncio.Protocol, pending: dict[_Handshaking, float]) -> None:
+        self._inner = inner
+        self._pending = pending
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._pending.pop(self, None)  # from now on aiohttp counts it (`connections`)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class BoundedTLSSite(web.BaseSite):
     """A TCPSite over TLS with the bounds above (aiohttp's sites are meant to be extended
     this way: each makes its own server with `loop.create_server`)."""
@@ -78,14 +109,23 @@ class BoundedTLSSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         busy = busy_reply(self._max_connections)
+        loop = asyncio.get_running_loop()
+        # Accepted, handshake not done yet, by the time it must be done by. Counted too:
+        # aiohttp counts a connection only once its handshake is done, and the limit is
+        # checked at accept, so connections opened at once were all served.
+        handshaking: dict[_Handshaking, float] = {}
 
         def protocol() -> Any:
-            # Counted once their handshakes are done; those under way are bounded by time.
-            if len(server.connections) >= self._max_connections:
+            now = loop.time()
+            for gone in [p for p, deadline in handshaking.items() if deadline < now]:
+                del handshaking[gone]
+            if len(server.connections) + len(handshaking) >= self._max_connections:
                 return _Busy(busy)
-            return server()
+            counted = _Handshaking(server(), handshaking)
+            handshaking[counted] = now + self._handshake_timeout + 1.0  # 1 s: the timer's lag
+            return counted
 
-        self._server = await asyncio.get_running_loop().create_server(
+        self._server = await loop.create_server(
             protocol,
             self._host,
             self._port,

@@ -137,3 +137,23 @@ def test_a_long_poll_outlasts_the_idle_timeout(api) -> None:
     assert response.status == 200 and json.loads(response.read())["final"] is False
     assert time.monotonic() - began >= 2 * IDLE
     conn.close()
+
+
+def test_connections_opened_at_once_are_held_to_the_limit(api) -> None:
+    """Connections whose handshakes were under way together count too: a client that opens
+    many at once (a leaking pool, a burst) gets no more served than one that opens them one
+    by one. Here every TCP connection exists before the first handshake begins."""
+    port, cacert, _ = api
+    context = ssl.create_default_context(cafile=cacert)
+    raws = [socket.create_connection(("127.0.0.1", port)) for _ in range(2 * LIMIT)]
+    conns = []
+    for raw in raws:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        conn.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        conns.append(conn)
+    try:
+        served = sum(healthz(conn)[0] == 200 for conn in conns)
+        assert served == LIMIT
+    finally:
+        for conn in conns:
+            conn.close()
