@@ -2,13 +2,20 @@
 Prometheus scrape of its /metrics every 15 s (over HTTPS with a reader's certificate), then
 also with the status page open on pi2 (polling /v1/ui/state every second, as the page does).
 
-Three agents on a 1-member etcd on loopback: pi1 is master (and worker), pi2 a worker, both
-with the HTTPS API and metrics, and pi3 a worker with neither (`--api-port 0 --no-metrics`),
-for comparison; nothing is submitted. Each phase measures every agent's own CPU (its
+Three agents on a 1-member etcd on loopback: pi1 and pi2 with the HTTPS API and metrics,
+pi3 with neither (`--api-port 0 --no-metrics`), for comparison; whichever campaigns first is
+master (the script says which); nothing is submitted. Each phase measures every agent's own CPU (its
 threads) and that of its job supervisor over --seconds, and samples resident memory (VmRSS)
-every second. `--agent-env MALLOC_ARENA_MAX=2` starts the agents with that environment.
+every second. `--agent-env KEY=VALUE` adds to the agents' environment (they start with
+MALLOC_ARENA_MAX=2, as the unit sets it: `--agent-env MALLOC_ARENA_MAX=16` for glibc's
+default on 2 cores).
 
     .venv/bin/python bench/idle.py [--seconds 120] [--scrape-interval 15] [--agent-env K=V]
+                                   [--jobs N]
+    .venv/bin/python bench/idle.py --imports    # where the memory goes, import by import
+
+With `--jobs N`, N no-op jobs run through the agents after the idle phases, and their RSS
+is read again once the last has finished: what work leaves behind (malloc's arenas).
 
 Goals (issue 18): <= 1 % of one core and <= 40 MB per agent.
 """
@@ -16,8 +23,10 @@ Goals (issue 18): <= 1 % of one core and <= 40 MB per agent.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +34,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from picluster_agent.client import Client
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.etcd.localcluster import (
     AgentProcess,
@@ -33,17 +43,67 @@ from picluster_agent.etcd.localcluster import (
     wait_for,
 )
 from picluster_agent.etcd.localpki import LocalPKI
+from picluster_agent.jobs.spec import build_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from page_cost import viewers
 from throughput import cpu_seconds
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """VmRSS, or RssAnon: the private part (RssFile, the rest, is clean pages of the
+    interpreter's and grpc's shared libraries, which the kernel may drop and read again)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+# What `picluster agent` imports, in its order, grouped by what costs: the interpreter's
+# standard modules, each library, then the agent's own modules (cli/app.py cmd_agent).
+IMPORT_STEPS = [
+    ("logging, json, argparse", "logging json argparse"),
+    ("ssl", "ssl"),
+    ("asyncio", "asyncio"),
+    ("grpc (grpcio)", "grpc"),
+    ("etcd's API messages (pyetcd, protobuf)", "pyetcd.etcdrpc"),
+    ("aiohttp.web (the HTTPS API)", "aiohttp.web"),
+    ("prometheus_client", "prometheus_client"),
+    ("yaml", "yaml"),
+    ("picluster_agent: cli, client, config, etcd", "picluster_agent.cli.app"),
+    (
+        "picluster_agent: duties, observe",
+        "picluster_agent.duties.agent picluster_agent.duties.scheduler "
+        "picluster_agent.duties.worker picluster_agent.duties.periodic "
+        "picluster_agent.observe.journal",
+    ),
+    ("picluster_agent.api", "picluster_agent.api.server"),
+]
+PROBE = """
+import importlib, sys
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+print(f"{rss():.1f}")
+for modules in sys.argv[1:]:
+    for m in modules.split():
+        importlib.import_module(m)
+    print(f"{rss():.1f}")
+"""
+
+
+def imports_table() -> None:
+    """VmRSS after each step in a fresh interpreter: what each library adds when loaded in
+    the agent's order (a library's own imports that an earlier step loaded count there)."""
+    steps = [modules for _, modules in IMPORT_STEPS]
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *steps], capture_output=True, text=True, check=True
+    ).stdout.split()
+    values = [float(v) for v in out]
+    print(f"  {'the interpreter alone':45s} {values[0]:5.1f} MB")
+    for (label, _), before, after in zip(IMPORT_STEPS, values, values[1:], strict=False):
+        print(f"  {label:45s} +{after - before:4.1f} MB  (total {after:5.1f} MB)")
 
 
 def supervisor_of(pid: int) -> int | None:
@@ -57,10 +117,12 @@ def measure(agents: list[AgentProcess], seconds: float) -> None:
     cpu0 = {a.name: cpu_seconds(a.pid, descendants=False) for a in agents}
     tree0 = {a.name: cpu_seconds(a.pid) for a in agents}
     peak = {a.name: 0.0 for a in agents}
+    anon = {a.name: 0.0 for a in agents}
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for a in agents:
             peak[a.name] = max(peak[a.name], rss_mb(a.pid))
+            anon[a.name] = max(anon[a.name], rss_mb(a.pid, "RssAnon"))
         time.sleep(1.0)
     elapsed = time.monotonic() - t0
     for a in agents:
@@ -71,8 +133,20 @@ def measure(agents: list[AgentProcess], seconds: float) -> None:
         print(
             f"  {a.name}: CPU {100 * own / elapsed:.2f} % of a core "
             f"({100 * tree / elapsed:.2f} % with its job supervisor); "
-            f"RSS peak {peak[a.name]:.1f} MB{sup_rss}"
+            f"RSS peak {peak[a.name]:.1f} MB (anonymous {anon[a.name]:.1f} MB){sup_rss}"
         )
+
+
+def after_jobs(agents: list[AgentProcess], endpoints: str, prefix: str, n: int) -> None:
+    client = Client(endpoints, prefix=prefix)
+    for i in range(0, n, 1000):
+        ids = [r.id for r in client.submit_many([build_spec(["true"])] * min(1000, n - i))]
+        client.wait(ids, timeout=600)
+    time.sleep(3)  # past the last reports
+    print(f"after {n} no-op jobs:")
+    for a in agents:
+        anon = rss_mb(a.pid, "RssAnon")
+        print(f"  {a.name}: RSS {rss_mb(a.pid):.1f} MB (anonymous {anon:.1f} MB)")
 
 
 def main() -> int:
@@ -80,7 +154,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--scrape-interval", type=float, default=15.0)
     parser.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--imports", action="store_true", help="only the import-by-import RSS")
+    parser.add_argument("--jobs", type=int, default=0, help="then run N no-op jobs, RSS after")
     args = parser.parse_args()
+    if args.imports:
+        imports_table()
+        return 0
     env = dict(kv.split("=", 1) for kv in args.agent_env)
     base = Path(tempfile.mkdtemp(prefix="picluster-idle-"))
     cluster = EtcdCluster(base / "etcd", 1).start()
@@ -121,7 +200,8 @@ def main() -> int:
             for a in agents:
                 print(f"--- {a.name}\n{a.log_text()}")
             raise
-        wait_for(lambda: client.get(keys.leader), 30, what="master")
+        leader = wait_for(lambda: client.get(keys.leader), 30, what="master")
+        print(f"master: {json.loads(leader.value)['name']}")
         time.sleep(10)  # past start-up: imports, first reads, the scheduler's load
         print(f"idle, no scrape ({args.seconds:.0f} s):")
         measure(agents, args.seconds)
@@ -135,6 +215,8 @@ def main() -> int:
         measure(agents, args.seconds)
         stop.set()
         print(f"  ({page[0]} page refreshes)")
+        if args.jobs:
+            after_jobs(agents, cluster.endpoints_csv, keys.prefix, args.jobs)
     finally:
         stop.set()
         for a in agents:

@@ -363,7 +363,8 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
+        # MALLOC_ARENA_MAX as the agent's unit sets it (roles/picluster_agent/templates).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", **self.extra_env}
         self.proc = subprocess.Popen(
             [*self.wrapper, *self.command()],
             stdout=log,
