@@ -637,7 +637,10 @@ class Client:
             kv = self.etcd.get(key)
             if kv is None:
                 raise NotFound(f"periodic job {name} not found")
-            entry = CronEntry.from_json(kv.value)
+            try:
+                entry = CronEntry.from_json(kv.value)
+            except ValueError as e:  # not written by picluster: remove it instead
+                raise SpecError(str(e), field="name") from None
             new = entry.with_(paused=paused)
             if not paused:
                 new = new.with_(created_at=time.time())  # slots from now on

@@ -33,6 +33,7 @@ def periodic_duty(election: Election, stop: StopSignal) -> None:
     lost = Flag()  # ... the latter: watch again from a new read
     wake = AnyEvent(stop, changed)
     watch: Watch | None = None
+    warned: set[tuple[str, int]] = set()  # entries said to be ignored, as of their revision
 
     def on_compacted(_e: Exception) -> None:
         lost.set()
@@ -57,7 +58,7 @@ def periodic_duty(election: Election, stop: StopSignal) -> None:
                         on_compacted=on_compacted,
                     )
                 now = time.time()
-                slots = [_handle(election, kv, now) for kv in kvs]
+                slots = [_handle(election, kv, now, warned) for kv in kvs]
                 backoff = defaults.RETRY_BACKOFF_MIN
                 soonest = min((s for s in slots if s is not None), default=now + RESCAN)
                 wake.wait(max(0.0, min(RESCAN, soonest - time.time())))
@@ -72,15 +73,18 @@ def periodic_duty(election: Election, stop: StopSignal) -> None:
             watch.stop()
 
 
-def _handle(election: Election, kv: KV, now: float) -> float | None:
-    """Make the entry's due slots; return the time of its next slot (None: none to come)."""
+def _handle(election: Election, kv: KV, now: float, warned: set[tuple[str, int]]) -> float | None:
+    """Make the entry's due slots; return the time of its next slot (None: none to come).
+    An entry that is not valid (written by hand, or by a newer CLI) is ignored: it must
+    not stop the others, nor fail the duty (a new master would meet it again)."""
     try:
         entry = CronEntry.from_json(kv.value)
+        if kv.key != election.keys.cron(entry.name):
+            raise ValueError(f"it names entry {entry.name!r}")
     except ValueError as e:
-        log.warning("ignored %r: %s", kv.key, e)
-        return None
-    if kv.key != election.keys.cron(entry.name):
-        log.warning("ignored %r: it names entry %r", kv.key, entry.name)
+        if (kv.key, kv.mod_revision) not in warned:  # once, not at each look
+            warned.add((kv.key, kv.mod_revision))
+            log.warning("ignored %r: %s", kv.key, e)
         return None
     _make_due(election, kv, entry, now)
     return next_slot(entry, now)

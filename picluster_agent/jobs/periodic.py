@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..errors import InvalidName
+from ..errors import ConfigError, InvalidName
 from ..etcd.keys import validate_job_id
 from .spec import SpecError, parse_spec
 
@@ -49,7 +49,7 @@ class CronEntry:
             data = json.loads(raw)
             entry = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
             check(entry)
-        except (ValueError, TypeError) as e:  # SpecError is a ValueError too
+        except (ValueError, TypeError, ConfigError) as e:  # SpecError is a ConfigError
             raise ValueError(f"not a cron entry: {e}") from None
         return entry
 
@@ -91,6 +91,12 @@ def check(entry: CronEntry) -> None:
             "weekday; a 6th for seconds; or @hourly, @daily, ...)",
             field="cron",
         )
+    try:  # croniter finds no next slot of a valid expression such as February 30th
+        next_slot(entry.with_(paused=False), time.time())
+    except ValueError:
+        raise SpecError(
+            f"{entry.expr!r} never comes: it has no slot in the years ahead", field="cron"
+        ) from None
     parse_spec(entry.spec, check_name(entry.name))
 
 

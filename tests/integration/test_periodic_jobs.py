@@ -14,8 +14,8 @@ import pytest
 from picluster_agent.client import Client
 from picluster_agent.coord.election import current_leader
 from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, wait_for
-from picluster_agent.jobs.periodic import slot_id
-from picluster_agent.jobs.spec import SpecError
+from picluster_agent.jobs.periodic import CronEntry, slot_id
+from picluster_agent.jobs.spec import SpecError, build_spec
 
 PREFIX = "/cron"
 EVERY_2S = "* * * * * */2"  # croniter: a sixth field is seconds
@@ -78,6 +78,34 @@ def test_one_job_per_slot_then_pause_resume_remove(world):
         client.cron_add("bad", "61 * * * *", ["true"])
     with pytest.raises(SpecError, match="unknown time zone"):
         client.cron_add("bad", "* * * * *", ["true"], tz="Mars/Olympus")
+
+
+def test_an_entry_whose_slot_never_comes_stops_no_master(world):
+    """Entries written by hand (etcdctl put) that the CLI refuses are ignored by the
+    master, and the others go on. February 30th is a valid cron expression with no slot
+    ever (croniter raises when asked for the next one): it made every master's periodic
+    duty fail, so each stepped down in turn. A spec this version cannot read (a field it
+    does not know, written by a newer CLI) stopped every entry after it in key order."""
+    client, _ = world
+    with pytest.raises(SpecError, match="no slot"):
+        client.cron_add("feb30", "0 0 30 2 *", ["true"])
+    spec = build_spec(["true"], name="feb30").stored_dict()
+    bad = {
+        "feb30": CronEntry("feb30", "0 0 30 2 *", spec, created_at=time.time()),
+        "newer": CronEntry("newer", EVERY_2S, {**spec, "gpus": 1}, created_at=time.time()),
+    }
+    for name, entry in bad.items():
+        client.etcd.put(client.keys.cron(name), entry.to_json())
+    master = current_leader(client.etcd, client.keys)
+    assert master is not None
+    try:
+        client.cron_add("tock", EVERY_2S, ["true"])  # after both in key order
+        wait_for(lambda: len(made(client, "tock")) >= 2, 20, what="two slots of tock")
+        assert current_leader(client.etcd, client.keys) == master
+        assert made(client, "newer") == []
+    finally:
+        for name in ("tock", *bad):
+            client.cron_remove(name)
 
 
 def test_master_killed_at_a_slot_boundary_makes_each_slot_once(world):
