@@ -34,7 +34,8 @@ reaches what left the group: setsid, a double fork into a new session); stop, ti
 clean-up act on both. An attempt is reported finished only when its main process has exited
 *and* nothing of it is left: leftovers (`sleep 1000 &`) get SIGTERM, then SIGKILL after the
 job's grace. Without cgroups, a process that leaves the group on purpose is beyond a
-process-group kill; on a node the systemd unit's KillMode=control-group covers that case.
+process-group kill; on a node the systemd unit covers that case (KillMode=mixed: SIGTERM to
+the agent alone, then SIGKILL to whatever is left in the unit's cgroup).
 As root the supervisor also sets no_new_privs for every job (`confine_jobs`).
 
 This module imports only the standard library: it is run as a script by path with `python -I
