@@ -223,9 +223,11 @@ def test_jobs_lists_active_ones_unless_all_and_yaml_is_the_same_document(shared)
 
 
 def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(shared):
+    import queue
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     base = [sys.executable, "-m", "picluster_agent"]
@@ -235,18 +237,31 @@ def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(s
         stderr=subprocess.PIPE,
         text=True,
     )
+    # Lines are read in a thread so that every wait has a deadline (a bare readline
+    # blocked until pytest's timeout when no view came).
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in watcher.stdout], daemon=True).start()
+    deadline = time.monotonic() + 30
+
+    def next_view() -> list[dict[str, Any]]:
+        try:
+            return json.loads(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError("no view from jobs --watch within 30 s") from None
+
     try:
-        first = json.loads(watcher.stdout.readline())  # JSON Lines: one view per line
+        first = next_view()  # JSON Lines: one view per line
         assert isinstance(first, list)
-        job, _ = run_json(shared, "submit", "--", "sleep", "1")
-        deadline = time.monotonic() + 30
+        # A job that stays active until cancelled: the views are gathered for half a
+        # second, and a short job could end before one showed it (seen under load).
+        job, _ = run_json(shared, "submit", "--", "sleep", "300")
         seen: list[str] = []
-        while job[0]["id"] not in seen and time.monotonic() < deadline:
-            seen = [j["id"] for j in json.loads(watcher.stdout.readline())]
-        assert job[0]["id"] in seen
+        while job[0]["id"] not in seen:
+            seen = [j["id"] for j in next_view()]
     finally:
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(10) == 0, watcher.stderr.read()
+    run_json(shared, "cancel", job[0]["id"])
     status = subprocess.run(
         [*base, "status", *connection(shared), "--watch", "-o", "json", job[0]["id"]],
         capture_output=True,
@@ -254,7 +269,7 @@ def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(s
         timeout=60,
     )
     views = [json.loads(line) for line in status.stdout.splitlines()]
-    assert status.returncode == 0 and views[-1]["state"] == "succeeded", status.stderr
+    assert status.returncode == 0 and views[-1]["state"] == "cancelled", status.stderr
 
 
 def run_cron(group: Agents, action: str, *rest: str) -> Any:
