@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from ..client import Client
 
 MIN_INTERVAL = 0.5  # seconds between two views
+STOP_TIMEOUT = 2.0  # seconds to wait for each watch stream to end after Ctrl-C
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -58,6 +59,11 @@ def watch(
     finally:
         for w in watches:
             w.stop()
+        # Each stream ends before the process does: a stream still open when the
+        # interpreter shuts grpc down is one way for Ctrl-C to leave the command hanging
+        # (seen once under load, not reproduced: the join is bounded either way).
+        for w in watches:
+            w.join(STOP_TIMEOUT)
 
 
 def watch_option(p: argparse.ArgumentParser, how_long: str) -> None:
