@@ -47,9 +47,20 @@ def find_etcd() -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free now. Each socket stays bound until all are
+    chosen: a port closed at once can be handed out again by the very next bind (seen: a
+    demo cluster's m1 and m2 given the same peer port, and etcd refused to start)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
@@ -179,8 +190,9 @@ class EtcdCluster:
         self.tls = tls
         self.election_timeout = election_timeout_ms / 1000  # seconds, as agents are told
         scheme = "https" if tls else "http"
+        ports = free_ports(2 * size)
         self.members = [
-            EtcdMember(f"m{i}", self.base_dir / f"m{i}", free_port(), free_port(), scheme=scheme)
+            EtcdMember(f"m{i}", self.base_dir / f"m{i}", *ports[2 * i : 2 * i + 2], scheme=scheme)
             for i in range(size)
         ]
         tls_args = (
