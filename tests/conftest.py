@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,6 +23,15 @@ from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, LocalAp
 from picluster_agent.etcd.localpki import LocalPKI
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # scripts/test runs pytest in the background of a non-interactive shell, which starts it
+    # with SIGINT ignored. An ignored signal stays ignored across exec, so every CLI a test
+    # starts ignored Ctrl-C too (`jobs --watch` then ran on after SIGINT). A handled signal
+    # is reset to its default at exec, so the children get a real Ctrl-C again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -231,11 +232,13 @@ def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(s
     import time
 
     base = [sys.executable, "-m", "picluster_agent"]
+    # PYTHONFAULTHANDLER: if the watcher hangs, SIGABRT makes it print every thread's stack.
     watcher = subprocess.Popen(
         [*base, "jobs", *connection(shared), "--watch", "-o", "json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     # Lines are read in a thread so that every wait has a deadline (a bare readline
     # blocked until pytest's timeout when no view came).
@@ -260,7 +263,16 @@ def test_watch_prints_a_document_per_change_and_status_watch_ends_with_the_job(s
             seen = [j["id"] for j in next_view()]
     finally:
         watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(10) == 0, watcher.stderr.read()
+        try:
+            code = watcher.wait(10)
+        except subprocess.TimeoutExpired:
+            watcher.send_signal(signal.SIGABRT)
+            watcher.wait(10)
+            raise AssertionError(
+                "jobs --watch still running 10 s after SIGINT; its threads:\n"
+                + watcher.stderr.read()
+            ) from None
+        assert code == 0, watcher.stderr.read()
     run_json(shared, "cancel", job[0]["id"])
     status = subprocess.run(
         [*base, "status", *connection(shared), "--watch", "-o", "json", job[0]["id"]],
