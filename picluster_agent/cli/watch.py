@@ -59,9 +59,8 @@ def watch(
     finally:
         for w in watches:
             w.stop()
-        # Each stream ends before the process does: a stream still open when the
-        # interpreter shuts grpc down is one way for Ctrl-C to leave the command hanging
-        # (seen once under load, not reproduced: the join is bounded either way).
+        # Each stream's cancel is seen through before the channels close at exit (bounded:
+        # a stream stuck on a dead member does not hold up Ctrl-C).
         for w in watches:
             w.join(STOP_TIMEOUT)
 
