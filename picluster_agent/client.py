@@ -592,11 +592,43 @@ class Client:
     def cancel(self, job_id: str) -> JobStatus:
         """Ask for a job to be cancelled; returns its status at the time of asking."""
         status = self.status(job_id)
+        return self._request_cancel(status)
+
+    def _request_cancel(self, status: JobStatus) -> JobStatus:
         if status.state.final:
             return status
-        change = transitions.request_cancel(self.keys, job_id, time.time())
+        change = transitions.request_cancel(self.keys, status.id, time.time())
         self.etcd.txn(change.compares, change.ops)
         return status
+
+    def cancel_each(self, ids: Sequence[str]) -> list[JobStatus | ArrayStatus]:
+        """Cancel several jobs or arrays (`scancel A B C`): each as `cancel` or
+        `cancel_array` would, in the order given, each status as it was before.
+
+        Every id is looked up first: one that names neither a job nor an array raises
+        NotFound and nothing is cancelled, so a typo in a list does not cancel half of it.
+        A job that ends between the look-up and its request is reported as it was looked
+        up; its request then finds the job final and is dropped by the master.
+        """
+        found: list[JobStatus | ArrayStatus] = []
+        unknown: list[str] = []
+        for job_id in dict.fromkeys(ids):  # once each, in the order given
+            try:
+                found.append(self.status(job_id))
+            except NotFound:
+                try:
+                    found.append(self.array(job_id))
+                except NotFound:
+                    unknown.append(job_id)
+        if unknown:
+            raise NotFound(
+                f"job{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} not found "
+                "(never accepted, or removed after its retention period): nothing cancelled"
+            )
+        return [
+            self.cancel_array(f.parent) if isinstance(f, ArrayStatus) else self._request_cancel(f)
+            for f in found
+        ]
 
     # ------------------------------------------------------------ periodic jobs
 

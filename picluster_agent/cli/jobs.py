@@ -396,33 +396,27 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
-        before = client.cancel(args.id)
-    except NotFound:
-        return _cancel_array(client, args.id, args.output)
-    if before.state.final:
-        message = f"job {args.id} already {before.state.value}; nothing to cancel"
-    else:
-        message = f"job {args.id}: cancel requested (was {before.state.value})"
+    """One line (text) or one document (json) per id; several ids give a JSON list."""
+    before = _client(args).cancel_each(args.id)
+    docs = [_cancelled(b, args.output) for b in before]
     if args.output == "json":
-        emit(
-            "json", {"id": args.id, "was": before.state.value, "requested": not before.state.final}
-        )
-    else:
-        print(message)
+        emit("json", docs[0] if len(docs) == 1 else docs)
     return 0
 
 
-def _cancel_array(client: Client, parent: str, fmt: str) -> int:
-    before = client.cancel_array(parent)
-    requested = [m.id for m in before.members if not m.state.final]
-    if fmt == "json":
-        emit("json", {"id": parent, "array": True, "requested": len(requested)})
-    else:
+def _cancelled(before: JobStatus | ArrayStatus, fmt: str) -> dict[str, Any]:
+    if isinstance(before, ArrayStatus):
+        requested = [m.id for m in before.members if not m.state.final]
         total = len(before.members)
-        print(f"array {parent}: cancel requested for {len(requested)} of {total} jobs")
-    return 0
+        if fmt != "json":
+            print(f"array {before.parent}: cancel requested for {len(requested)} of {total} jobs")
+        return {"id": before.parent, "array": True, "requested": len(requested)}
+    if fmt != "json":
+        if before.state.final:
+            print(f"job {before.id} already {before.state.value}; nothing to cancel")
+        else:
+            print(f"job {before.id}: cancel requested (was {before.state.value})")
+    return {"id": before.id, "was": before.state.value, "requested": not before.state.final}
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -549,9 +543,9 @@ def add_parsers(
     )
 
     p = parser(
-        "cancel", "cancel a job: queued ones never start, running ones are stopped", cmd_cancel
+        "cancel", "cancel jobs: queued ones never start, running ones are stopped", cmd_cancel
     )
-    p.add_argument("id", type=argtypes.job_id)
+    p.add_argument("id", nargs="+", metavar="ID", type=argtypes.job_id, help="jobs or arrays")
 
     p = parser("drain", "give a node no new jobs; its running jobs finish", cmd_drain)
     p.add_argument("node", type=argtypes.node_name)

@@ -155,6 +155,34 @@ def test_duplicates_and_timeouts_keep_stdout_one_document(shared, tmp_path):
     assert cancel["requested"] is True
 
 
+def test_cancel_takes_several_ids_and_an_unknown_one_cancels_none(shared):
+    slow = [run_json(shared, "submit", "--", "sleep", "300")[0][0]["id"] for _ in range(2)]
+    done = run_json(shared, "submit", "--wait", "--", "true")[0]["jobs"][0]["id"]
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = app.main(["cancel", *connection(shared), *slow, "never-submitted", done])
+    assert (code, out.getvalue(), err.getvalue().count("\n")) == (4, "", 1), err.getvalue()
+    assert "never-submitted" in err.getvalue() and "nothing cancelled" in err.getvalue()
+    cancels = shared.client.get_prefix(shared.keys.cancel_dir)[0]
+    assert not [kv for kv in cancels if kv.key.rsplit("/", 1)[-1] in slow]
+    for job_id in slow:
+        status, _ = run_json(shared, "status", job_id)
+        assert status["state"] != "cancelled"
+
+    cancelled, _ = run_json(shared, "cancel", *slow, done, slow[0])  # a repeat counts once
+    assert [c["id"] for c in cancelled] == [*slow, done]
+    assert [c["requested"] for c in cancelled] == [True, True, False]
+    waited, _ = run_json(shared, "wait", slow[0], code=6)
+    assert waited["counts"] == {"cancelled": 1}
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert app.main(["cancel", *connection(shared), *slow]) == 0
+    lines = text.getvalue().splitlines()  # one line per id, in the order given
+    assert lines[0] == f"job {slow[0]} already cancelled; nothing to cancel"
+    assert len(lines) == 2 and lines[1].startswith(f"job {slow[1]}"), lines
+
+
 def test_nodes_master_drain_undrain(shared):
     nodes, _ = run_json(shared, "nodes")
     assert [n["name"] for n in nodes] == [NODE] and nodes[0]["role"] == "master"
