@@ -81,13 +81,15 @@ def _handle(election: Election, kv: KV, now: float, warned: set[tuple[str, int]]
         entry = CronEntry.from_json(kv.value)
         if kv.key != election.keys.cron(entry.name):
             raise ValueError(f"it names entry {entry.name!r}")
+        # croniter may still fail on an entry it calls valid (no slot where one is looked
+        # for): that entry is ignored like the others, the rest go on.
+        _make_due(election, kv, entry, now)
+        return next_slot(entry, now)
     except ValueError as e:
         if (kv.key, kv.mod_revision) not in warned:  # once, not at each look
             warned.add((kv.key, kv.mod_revision))
             log.warning("ignored %r: %s", kv.key, e)
         return None
-    _make_due(election, kv, entry, now)
-    return next_slot(entry, now)
 
 
 def _make_due(election: Election, kv: KV, entry: CronEntry, now: float) -> None:

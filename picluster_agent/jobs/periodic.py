@@ -135,10 +135,19 @@ def due(entry: CronEntry, now: float) -> Due:
             break
         make.append(slot)
     if since < now - GRACE:
-        older = _croniter()(entry.expr, datetime.fromtimestamp(now - GRACE, tz)).get_prev(float)
-        if older > since:
+        older = _slot_before(entry.expr, datetime.fromtimestamp(now - GRACE, tz))
+        if older is not None and older > since:
             if entry.catch_up:
                 make.insert(0, older)
             handled = older
             return Due(make, make[-1] if make else handled)
     return Due(make, make[-1] if make else None)
+
+
+def _slot_before(expr: str, when: datetime) -> float | None:
+    """The latest slot before `when`; None when there is none (croniter raises: a year
+    field's first year, e.g. `0 0 1 1 * 0 2030`, leaves no slot before it)."""
+    try:
+        return float(_croniter()(expr, when).get_prev(float))
+    except ValueError:  # CroniterBadDateError
+        return None
