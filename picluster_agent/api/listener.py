@@ -10,7 +10,11 @@ a stuck one must not use them up, so:
   again; nothing was done);
 - a TLS handshake not finished within `handshake_timeout` is dropped;
 - an idle connection (no request, or an unfinished one) is closed after the server's
-  `keepalive_timeout` (server.py sets it).
+  `keepalive_timeout` (server.py sets it);
+- a reply its caller stops taking is cut (the connection closed) once it has waited
+  `write_timeout` for the caller: aiohttp's writes wait for ever, so a caller that asked
+  for a long output (or a follow) and read no more held its connection, the handler and the
+  file it read from for as long as it kept the socket open.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from aiohttp import web
 MAX_CONNECTIONS = 256
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
+# Seconds a reply may wait for its caller to take some of it. TLS over TCP buffers the
+# reply in steps: the writer stays paused until the caller has taken ~48 KiB, so this cuts
+# a caller slower than ~1 KiB/s (a stalled one), not a slow link.
+WRITE_TIMEOUT = 60.0
 
 
 def busy_reply(limit: int) -> bytes:
@@ -50,18 +58,25 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
-class _Handshaking(asyncio.Protocol):
-    """A served connection whose TLS handshake is under way: counted against the limit
-    until the handshake is done, or can no longer be (a failed or timed-out handshake never
-    tells the protocol, so the count forgets it at its deadline). Then the server's own
-    protocol takes over."""
+class _Served(asyncio.Protocol):
+    """A served connection, around the server's own protocol. While its TLS handshake is
+    under way it is counted against the limit, until the handshake is done or can no longer
+    be (a failed or timed-out handshake never tells the protocol, so the count forgets it at
+    its deadline). Then, each time its writes are paused (the caller takes nothing), the
+    connection is aborted unless they resume within `write_timeout`."""
 
-    def __init__(self, inner: asyncio.Protocol, pending: dict[_Handshaking, float]) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, pending: dict[_Served, float], write_timeout: float
+    ) -> None:
         self._inner = inner
         self._pending = pending
+        self._write_timeout = write_timeout
+        self._transport: asyncio.BaseTransport | None = None
+        self._stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._pending.pop(self, None)  # from now on aiohttp counts it (`connections`)
+        self._transport = transport
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -71,13 +86,26 @@ class _Handshaking(asyncio.Protocol):
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._unwatch()
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
+        if self._transport is not None and self._stalled is None:
+            # Aborted, not closed: a close would wait for the caller to take the rest.
+            # The handler's pending write then fails (ConnectionResetError) and it ends.
+            self._stalled = asyncio.get_running_loop().call_later(
+                self._write_timeout, self._transport.abort
+            )
 
     def resume_writing(self) -> None:
+        self._unwatch()
         self._inner.resume_writing()
+
+    def _unwatch(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
 
 
 class BoundedTLSSite(web.BaseSite):
@@ -93,12 +121,14 @@ class BoundedTLSSite(web.BaseSite):
         ssl_context: ssl.SSLContext,
         max_connections: int = MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._max_connections = max_connections
         self._handshake_timeout = handshake_timeout
+        self._write_timeout = write_timeout
 
     @property
     def name(self) -> str:
@@ -113,7 +143,7 @@ class BoundedTLSSite(web.BaseSite):
         # Accepted, handshake not done yet, by the time it must be done by. Counted too:
         # aiohttp counts a connection only once its handshake is done, and the limit is
         # checked at accept, so connections opened at once were all served.
-        handshaking: dict[_Handshaking, float] = {}
+        handshaking: dict[_Served, float] = {}
 
         def protocol() -> Any:
             now = loop.time()
@@ -121,7 +151,7 @@ class BoundedTLSSite(web.BaseSite):
                 del handshaking[gone]
             if len(server.connections) + len(handshaking) >= self._max_connections:
                 return _Busy(busy)
-            counted = _Handshaking(server(), handshaking)
+            counted = _Served(server(), handshaking, self._write_timeout)
             handshaking[counted] = now + self._handshake_timeout + 1.0  # 1 s: the timer's lag
             return counted
 

@@ -26,7 +26,13 @@ from ..etcd.adapter import EtcdClient
 from . import describe, health, jobs, logs, metrics, page
 from .auth import UserDirectory, auth_middleware, declared_role
 from .context import ApiContext
-from .listener import HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, BoundedTLSSite
+from .listener import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    WRITE_TIMEOUT,
+    BoundedTLSSite,
+)
 from .replies import errors_middleware
 
 log = logging.getLogger(__name__)
@@ -99,13 +105,14 @@ class ApiServer:
         max_connections: int = MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         """The bounds on callers (listener.py) are arguments for the tests' sake."""
         self.ctx = ctx
         self.host = host
         self.port = port
         self._tls = tls
-        self._bounds = (max_connections, handshake_timeout, idle_timeout)
+        self._bounds = (max_connections, handshake_timeout, idle_timeout, write_timeout)
         self._app = build_app(ctx, modules)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,7 +157,7 @@ class ApiServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        max_connections, handshake_timeout, idle_timeout = self._bounds
+        max_connections, handshake_timeout, idle_timeout, write_timeout = self._bounds
         runner = web.AppRunner(
             self._app,
             handle_signals=False,
@@ -167,6 +174,7 @@ class ApiServer:
                 ssl_context=self._tls,
                 max_connections=max_connections,
                 handshake_timeout=handshake_timeout,
+                write_timeout=write_timeout,
             )
             try:
                 await site.start()
