@@ -24,6 +24,7 @@ from ..jobs.records import JobState
 from ..jobs.spec import MAX_SPEC_BYTES, JobSpec, SpecError, parse_spec
 from .auth import Role, requires
 from .finals import FinalStates
+from .listener import IDLE_TIMEOUT
 from .replies import json_reply
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ DEFAULT_WAIT = 30.0
 # check itself says how large the spec is and what the limit is.
 MAX_BODY_BYTES = 2 * MAX_SPEC_BYTES
 MAX_LIST = 10_000
+# Seconds a submission's body may stop arriving before the request ends (408): a caller
+# gone mid-upload (its host lost power, a Content-Length larger than what it sends) held
+# the handler and the connection for ever, as the idle bound counts only between requests.
+BODY_STALL = IDLE_TIMEOUT
 
 
 def add_routes(app: web.Application, ctx: ApiContext) -> None:
@@ -50,7 +55,7 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
     @requires(Role.SUBMITTER)
     async def submit(request: web.Request) -> web.Response:
         array = parse_array(request.query["array"]) if "array" in request.query else None
-        body = await request.read()
+        body = await _read_body(request)
         job_id = _chosen_id(body) or new_job_id()
         spec = parse_spec(body, job_id)  # the one gate every submission passes
         if spec.submitted_at is None:
@@ -140,6 +145,24 @@ def add_routes(app: web.Application, ctx: ApiContext) -> None:
     app.router.add_get("/v1/jobs/{id}", status)
     app.router.add_post("/v1/jobs/{id}/cancel", cancel)
     app.router.add_get("/v1/jobs/{id}/wait", wait)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The body, as `request.read()` reads it (413 past MAX_BODY_BYTES), but each wait for
+    more of it lasts at most BODY_STALL seconds (408)."""
+    body = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), BODY_STALL)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the request body stopped arriving (nothing for {BODY_STALL:g} s)"
+            ) from None
+        if not chunk:
+            return bytes(body)
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, len(body))
 
 
 def _status(s: JobStatus) -> dict[str, Any]:

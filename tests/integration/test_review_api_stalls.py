@@ -1,7 +1,7 @@
-"""A caller that stops taking its reply (api/listener.py, write bound), on a real server
-over real TLS against a real etcd: the connection is cut once the reply has waited for it
-longer than the bound, so that callers who never read cannot hold the API's connections,
-nor the files their replies come from, for ever."""
+"""Callers that stall mid-request, on a real server over real TLS against a real etcd:
+one that stops taking its reply (api/listener.py, write bound) and one whose request body
+stops arriving (api/jobs.py). Each request ends within its bound, so that such callers
+cannot hold the API's connections, nor the files their replies come from, for ever."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from picluster_agent.api import health, logs
+from picluster_agent.api import health, jobs, logs
 from picluster_agent.api.auth import UserDirectory
 from picluster_agent.api.context import ApiContext
 from picluster_agent.api.server import ApiServer, server_tls
@@ -30,17 +30,20 @@ from picluster_agent.node.outputs import output_path
 
 LIMIT = 3
 WRITE = 1.5  # seconds a reply may wait for its caller
+STALL = 1.5  # seconds a request body may stop arriving
 JOB = "big-output"
 OUTPUT_BYTES = 32 * 1024 * 1024  # far more than the sockets' buffers on both sides hold
 
 
 @pytest.fixture
-def api(etcd1: EtcdCluster, tmp_path: Path) -> Iterator[tuple[int, str, CertFiles, str]]:
+def api(etcd1: EtcdCluster, tmp_path: Path) -> Iterator[tuple[int, str, CertFiles, CertFiles, str]]:
     pki = LocalPKI(tmp_path / "pki")
     files = pki.issue("api-pi1", server=True)
     etcd = EtcdClient(etcd1.endpoints)
     reader = pki.issue("rita")
     etcd.put(Keys().user("rita"), "picluster-reader")
+    sam = pki.issue("sam")
+    etcd.put(Keys().user("sam"), "picluster-submitter")
     data_dir = tmp_path / "data"
     path = output_path(data_dir, JOB, 1, "stdout")
     os.makedirs(os.path.dirname(path))
@@ -55,11 +58,12 @@ def api(etcd1: EtcdCluster, tmp_path: Path) -> Iterator[tuple[int, str, CertFile
     port = free_port()
     server = ApiServer(
         ctx, host="127.0.0.1", port=port, tls=server_tls(pki.cacert, files.cert, files.key),
-        modules=[health, logs], max_connections=LIMIT, write_timeout=WRITE,
+        modules=[health, jobs, logs], max_connections=LIMIT, write_timeout=WRITE,
     )  # fmt: skip
     server.start()
+    assert users.wait_loaded(10)  # else callers are told 503 (users not read yet)
     try:
-        yield port, pki.cacert, reader, path
+        yield port, pki.cacert, reader, sam, path
     finally:
         server.stop()
         etcd.close()
@@ -98,7 +102,7 @@ def open_on(path: str) -> int:
 
 
 def test_callers_that_stop_reading_are_cut_and_free_their_connections(api) -> None:
-    port, cacert, rita, path = api
+    port, cacert, rita, _, path = api
     held = [stalled_reader(port, cacert, rita) for _ in range(LIMIT)]
     try:
         assert healthz(port, cacert) == 503  # every connection held by a stalled reply
@@ -118,3 +122,34 @@ def test_callers_that_stop_reading_are_cut_and_free_their_connections(api) -> No
     finally:
         for sock in held:
             sock.close()
+
+
+def test_a_request_whose_body_stops_arriving_is_answered_408(api, monkeypatch) -> None:
+    """A submitter gone mid-upload (its host lost power, a Content-Length larger than what
+    it sends): the handler waited for the rest for ever, holding the connection (the idle
+    bound counts only between requests). Now it answers 408 once the body has stopped for
+    BODY_STALL, and aiohttp closes the connection once its lingering read (10 s) ends."""
+    monkeypatch.setattr(jobs, "BODY_STALL", STALL)
+    port, cacert, _, sam, _ = api
+    context = ssl.create_default_context(cafile=cacert)
+    context.load_cert_chain(sam.cert, sam.key)
+    held = []
+    for _ in range(LIMIT):
+        raw = socket.create_connection(("127.0.0.1", port))
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        head = b"POST /v1/jobs HTTP/1.1\r\nHost: pi1\r\nContent-Length: 100\r\n\r\n"
+        sock.sendall(head + b'{"command": ')  # and no more
+        held.append(sock)
+    try:
+        began = time.monotonic()
+        for sock in held:
+            sock.settimeout(STALL + 10)
+            reply = sock.recv(4096)  # the old handler never answered
+            assert reply.startswith(b"HTTP/1.1 408"), reply
+            assert b'{"error": "the request body stopped arriving' in reply
+        assert time.monotonic() - began < STALL + 10
+    finally:
+        for sock in held:
+            sock.close()
+    # aiohttp's lingering read ends within its 10 s whatever the caller did.
+    wait_for(lambda: healthz(port, cacert) == 200, 15, what="connections freed")
