@@ -344,7 +344,9 @@ class _Follower:
         """Stream one attempt's stream until its end, across lost connections."""
         delay = RETRY_MIN
         told = False
+        after_end = True  # one more try once the attempt has ended (see below)
         while not self.halted():
+            began_at = req.offset
             try:
                 response = _open(req, follow=True, fmt="json", tls=self.tls)
                 for event in _events(response, req):
@@ -361,6 +363,12 @@ class _Follower:
                 # Not started there yet, the node restarted, or it is gone: go on while the
                 # job record still gives this attempt to this node.
                 if not self._attempt_current(req):
+                    # It ended while the stream was down: its node still has the output (a
+                    # stream also breaks when we stopped reading it for a while: the node
+                    # cuts a reply nobody takes). Read on while a try brings more.
+                    if isinstance(e, NodeUnreachable) and (after_end or req.offset > began_at):
+                        after_end = False
+                        continue
                     if isinstance(e, NodeUnreachable) and not told:
                         self.on_note(f"{e}; output of attempt {req.attempt} may be incomplete")
                     return

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from picluster_agent import joblogs
 from picluster_agent.api import health, jobs, logs
 from picluster_agent.api.auth import UserDirectory
 from picluster_agent.api.context import ApiContext
@@ -26,6 +27,9 @@ from picluster_agent.etcd.adapter import EtcdClient
 from picluster_agent.etcd.keys import Keys
 from picluster_agent.etcd.localcluster import EtcdCluster, free_port, wait_for
 from picluster_agent.etcd.localpki import CertFiles, LocalPKI
+from picluster_agent.jobs.records import JobState
+from picluster_agent.jobs.spec import build_spec
+from picluster_agent.jobs.transitions import first_record
 from picluster_agent.node.outputs import output_path
 
 LIMIT = 3
@@ -153,3 +157,39 @@ def test_a_request_whose_body_stops_arriving_is_answered_408(api, monkeypatch) -
             sock.close()
     # aiohttp's lingering read ends within its 10 s whatever the caller did.
     wait_for(lambda: healthz(port, cacert) == 200, 15, what="connections freed")
+
+
+def test_a_follower_cut_while_stalled_reads_the_rest_after_the_attempt_ended(
+    api, etcd1: EtcdCluster
+) -> None:
+    """`picluster logs -f JOB | less`, and the reader pauses: the node cuts the stream after
+    WRITE, and the job ends meanwhile. The follower went on only while the attempt was
+    current, so it gave up with most of the output unread ("may be incomplete"), though the
+    node still had all of it: it reads on from its offset."""
+    port, cacert, rita, _, path = api
+    etcd = EtcdClient(etcd1.endpoints)
+    conn = Connection(endpoints=tuple(etcd1.endpoints), cacert=cacert, cert=rita.cert, key=rita.key)
+    client = Client.from_connection(conn, etcd)
+    keys = client.keys
+    etcd.put(keys.node("pi1"), json.dumps({"api": f"https://127.0.0.1:{port}"}))
+    record = first_record(JOB, build_spec(["chatty"]), 1, time.time())
+    running = record.with_(state=JobState.RUNNING, attempt=1, node="pi1")
+    etcd.put(keys.job(JOB), running.to_json())
+    got: list[bytes] = []
+    notes: list[str] = []
+
+    def on_output(_stream: str, data: bytes) -> None:
+        if not got:  # the reader pauses; the job ends meanwhile
+            etcd.put(keys.job(JOB), running.with_(state=JobState.SUCCEEDED).to_json())
+            time.sleep(WRITE + 3)
+        got.append(data)
+
+    try:
+        status = joblogs.follow(
+            client, JOB, on_output=on_output, on_note=notes.append, streams=["stdout"], attempt=1
+        )
+        assert status.state is JobState.SUCCEEDED
+        assert sum(map(len, got)) == os.path.getsize(path), notes
+        assert not [n for n in notes if "incomplete" in n]
+    finally:
+        etcd.close()
