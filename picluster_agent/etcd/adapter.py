@@ -163,8 +163,13 @@ _CHANNEL_OPTIONS = [
     # After a member restarts, reconnect within a second (the default backoff grows to
     # two minutes, and a single-endpoint client would be stuck that long).
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Not a backoff: the least time grpc gives one attempt to connect (TCP, TLS handshake).
+    # At 100 ms every handshake slower than that on a loaded machine failed its request at
+    # once ("handshaker shutdown", "Endpoint closing"): a request's own deadline is the
+    # limit that counts. No longer than that either, so that a member cut off by the
+    # network (packets dropped) is asked again soon after the network heals.
+    ("grpc.min_reconnect_backoff_ms", int(defaults.REQUEST_TIMEOUT * 1000)),
     # Detect a dead peer under a long watch. etcd refuses pings more often than every 5 s
     # and pings without an active call (`--grpc-keepalive-min-time`, its enforcement policy).
     ("grpc.keepalive_time_ms", 10_000),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from picluster_agent.etcd.adapter import EtcdClient, TLSFiles
 from picluster_agent.etcd.localcluster import AgentProcess, EtcdCluster, ServerTLS, wait_for
 
 
@@ -112,3 +116,54 @@ def test_agent_and_cli_over_tls_with_client_certificates(tls_etcd, tmp_path, cli
         assert "TLS" in wrong_ca.stderr and len(wrong_ca.stderr.strip().splitlines()) == 1
     finally:
         agent.terminate()
+
+
+class SlowHandshakes:
+    """A loopback proxy to `upstream` that holds the server's first answer (its part of the
+    TLS handshake) for `delay` seconds: a member on a loaded machine."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.upstream, self.delay = upstream, delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            up = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(down, up, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        time.sleep(delay)  # the slowness itself, not a wait for something
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_tls_handshake_slower_than_a_tenth_of_a_second_is_waited_for(tls_etcd):
+    """The client waits for a slow handshake within the request's deadline. It gave up on
+    any connection not ready within 0.1 s (a gRPC option read as the least time one attempt
+    to connect may take), so each request to a member slowed by load failed at once with
+    "handshaker shutdown" or "Endpoint closing" ("cluster unreachable", exit 3)."""
+    cluster, pki = tls_etcd
+    member = cluster.members[0]
+    proxy = SlowHandshakes(("127.0.0.1", member.client_port), delay=0.5)
+    try:
+        client = EtcdClient([proxy.url], TLSFiles(pki["cacert"], pki["cert"], pki["key"]))
+        client.put("/slow", "handshake")
+        assert client.get("/slow").value == b"handshake"
+    finally:
+        proxy.close()
