@@ -136,6 +136,20 @@ class ArrayStatus:
         }
 
 
+class PartialCancel(PiclusterError):
+    """A cancel of several ids stopped part-way: those in `done` were handled (a request
+    written, or found final), in order; the others were not, for `cause`."""
+
+    exit_code = 8
+
+    def __init__(self, done: list[JobStatus | ArrayStatus], total: int, cause: PiclusterError):
+        super().__init__(
+            f"only {len(done)} of {total} ids were handled (printed); the others were not: {cause}"
+        )
+        self.done = done
+        self.cause = cause
+
+
 @dataclass(frozen=True)
 class Master:
     leader: Leader
@@ -625,10 +639,19 @@ class Client:
                 f"job{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} not found "
                 "(never accepted, or removed after its retention period): nothing cancelled"
             )
-        return [
-            self.cancel_array(f.parent) if isinstance(f, ArrayStatus) else self._request_cancel(f)
-            for f in found
-        ]
+        done: list[JobStatus | ArrayStatus] = []
+        for f in found:
+            try:
+                if isinstance(f, ArrayStatus):
+                    done.append(self.cancel_array(f.parent))
+                else:
+                    done.append(self._request_cancel(f))
+            except PiclusterError as e:
+                if not done:
+                    raise
+                # Those before went in: say which, not that nothing changed (exit 2, 3).
+                raise PartialCancel(done, len(found), e) from e
+        return done
 
     # ------------------------------------------------------------ periodic jobs
 

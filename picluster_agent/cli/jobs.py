@@ -4,7 +4,8 @@ Exit codes beyond the common ones (see cli.py):
   5  submit: this job id had been accepted before; nothing new was created
   6  wait / submit --wait: at least one job ended without success
   7  wait: timed out before every job finished
-  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed)
+  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed);
+     cancel of several ids: only the first were handled (those, and only those, are printed)
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..client import ArrayStatus, Client, JobStatus, PartialSubmit, SubmitResult, summarize
+from ..client import (
+    ArrayStatus,
+    Client,
+    JobStatus,
+    PartialCancel,
+    PartialSubmit,
+    SubmitResult,
+    summarize,
+)
 from ..config import from_flags, parse_labels
 from ..errors import ConfigError, NotFound
 from ..jobs.arrays import member_specs
@@ -37,7 +46,8 @@ JOB_EXIT_CODES = """job exit codes:
   5  submit: the job id had been accepted before (nothing new was created)
   6  wait, submit --wait: at least one job ended without success
   7  wait: timed out before every job finished
-  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed)
+  8  submit of many jobs: only some were accepted (their ids, and only theirs, are printed);
+     cancel of several ids: only the first were handled (those, and only those, are printed)
 """
 
 
@@ -397,7 +407,15 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """One line (text) or one document (json) per id; several ids give a JSON list."""
-    before = _client(args).cancel_each(args.id)
+    try:
+        before = _client(args).cancel_each(args.id)
+    except PartialCancel as e:
+        # Earlier requests went in: each is said, as if the others had not been asked.
+        docs = [_cancelled(b, args.output) for b in e.done]
+        if args.output == "json":
+            emit("json", docs)
+        error(str(e))
+        return EXIT_PARTIAL
     docs = [_cancelled(b, args.output) for b in before]
     if args.output == "json":
         emit("json", docs[0] if len(docs) == 1 else docs)
