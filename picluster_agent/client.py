@@ -622,7 +622,8 @@ class Client:
         Every id is looked up first: one that names neither a job nor an array raises
         NotFound and nothing is cancelled, so a typo in a list does not cancel half of it.
         A job that ends between the look-up and its request is reported as it was looked
-        up; its request then finds the job final and is dropped by the master.
+        up; its request then finds the job final and is dropped by the master. A request
+        that fails after others went in raises PartialCancel, which holds those.
         """
         found: list[JobStatus | ArrayStatus] = []
         unknown: list[str] = []
