@@ -332,20 +332,28 @@ def _start_with_children(proc: JobProcess) -> list[int]:
     )
 
 
+# Time enough for the test to see a job's children before the job's timeout ends them: at
+# 0.5 s, a machine at load 50 once took longer to scan /proc, and the test saw no group.
+SEEN_BEFORE_TIMEOUT = 2.0
+
+
 def test_timeout_kills_the_whole_group(make: Callable[..., JobProcess]) -> None:
-    proc = make("sleep 1000 & sleep 1000", shell=True, timeout=0.5, kill_grace=0.5)
+    timeout = SEEN_BEFORE_TIMEOUT
+    proc = make("sleep 1000 & sleep 1000", shell=True, timeout=timeout, kill_grace=0.5)
     t0 = time.monotonic()
     members = _start_with_children(proc)
     outcome = proc.wait(10)
     assert outcome is not None
     assert outcome.timed_out and not outcome.cancelled
     assert outcome.signal == signal.SIGTERM
-    assert 0.4 < time.monotonic() - t0 < 5
+    assert timeout - 0.1 < time.monotonic() - t0 < timeout + 4.5
     assert all(gone(pid) for pid in members)  # reported only once the group is empty
 
 
 def test_timeout_escalates_to_sigkill(make: Callable[..., JobProcess]) -> None:
-    proc = make("trap '' TERM; sleep 1000 & wait", shell=True, timeout=0.3, kill_grace=0.5)
+    proc = make(
+        "trap '' TERM; sleep 1000 & wait", shell=True, timeout=SEEN_BEFORE_TIMEOUT, kill_grace=0.5
+    )
     members = _start_with_children(proc)
     outcome = proc.wait(10)
     assert outcome is not None and outcome.timed_out
