@@ -104,7 +104,9 @@ class Agents:
 
         return wait_for(check, timeout, interval=0.02, what="a master")
 
-    def wait_registered(self, count: int, timeout: float = 15.0) -> None:
+    def wait_registered(self, count: int, timeout: float = 60.0) -> None:
+        # Agents starting: setup, not a claim about speed. Three agents took longer than
+        # 15 s to register on a machine under heavy load (test_election's setup, twice).
         wait_for(
             lambda: self.client.count_prefix(self.keys.nodes_dir) == count,
             timeout,
