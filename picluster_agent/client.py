@@ -264,7 +264,9 @@ class Client:
 
     def cancel_array(self, parent: str) -> ArrayStatus:
         """Ask for every member not yet finished to be cancelled; returns the status before."""
-        before = self.array(parent)
+        return self._request_array_cancel(self.array(parent))
+
+    def _request_array_cancel(self, before: ArrayStatus) -> ArrayStatus:
         now = str(time.time())
         puts = [op_put(self.keys.cancel(m.id), now) for m in before.members if not m.state.final]
         for i in range(0, len(puts), READS_PER_TXN):
@@ -644,7 +646,7 @@ class Client:
         for f in found:
             try:
                 if isinstance(f, ArrayStatus):
-                    done.append(self.cancel_array(f.parent))
+                    done.append(self._request_array_cancel(f))
                 else:
                     done.append(self._request_cancel(f))
             except PiclusterError as e:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from ..client import Client
 
 MIN_INTERVAL = 0.5  # seconds between two views
-STOP_TIMEOUT = 2.0  # seconds to wait for each watch stream to end after Ctrl-C
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -59,10 +58,6 @@ def watch(
     finally:
         for w in watches:
             w.stop()
-        # Each stream's cancel is seen through before the channels close at exit (bounded:
-        # a stream stuck on a dead member does not hold up Ctrl-C).
-        for w in watches:
-            w.join(STOP_TIMEOUT)
 
 
 def watch_option(p: argparse.ArgumentParser, how_long: str) -> None:

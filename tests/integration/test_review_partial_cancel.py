@@ -68,11 +68,15 @@ def _connection(cluster: EtcdCluster, ca: TestCA, user: str) -> Connection:
     )
 
 
+def _flags(cluster: EtcdCluster, ca: TestCA, user: str) -> list[str]:
+    t = _tls(ca, user)
+    return ["--endpoints", cluster.endpoints_csv, "--prefix", PREFIX,
+            "--cacert", str(t.cacert), "--cert", str(t.cert), "--key", str(t.key)]  # fmt: skip
+
+
 def test_a_cancel_refused_part_way_names_what_was_requested(world) -> None:
     cluster, ca = world
-    t = _tls(ca, "pat")
-    flags = ["--endpoints", cluster.endpoints_csv, "--prefix", PREFIX,
-             "--cacert", str(t.cacert), "--cert", str(t.cert), "--key", str(t.key)]  # fmt: skip
+    flags = _flags(cluster, ca, "pat")
     out = picluster("cancel", *flags, "a", "b")
     # a's request went in: the command says so, and does not claim that nothing changed.
     assert out.returncode == 8, (out.returncode, out.stdout, out.stderr)
@@ -89,9 +93,7 @@ def test_a_cancel_refused_part_way_names_what_was_requested(world) -> None:
 
 def test_a_cancel_refused_at_once_changed_nothing(world) -> None:
     cluster, ca = world
-    t = _tls(ca, "pat")
-    flags = ["--endpoints", cluster.endpoints_csv, "--prefix", PREFIX,
-             "--cacert", str(t.cacert), "--cert", str(t.cert), "--key", str(t.key)]  # fmt: skip
+    flags = _flags(cluster, ca, "pat")
     out = picluster("cancel", *flags, "b", "a")
     assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)  # refused: as before
     assert out.stdout == "" and len(out.stderr.splitlines()) == 1
