@@ -9,11 +9,14 @@ A certificate's CN is an etcd user name (docs/SECURITY.md). Its role comes from
 `<prefix>/users/<name>` (value: the etcd role, e.g. `picluster-submitter`), which the
 playbooks write as etcd root next to the etcd user and delete with it when a person or a
 node is revoked. The agents watch that directory (`UserDirectory`), so a revocation holds
-for the API at once, as it does for etcd. No entry: no access, whatever the certificate.
+for the API within the watch's delay (milliseconds), and a name the watched copy lacks is
+read from etcd before it is refused, so an add holds at once. No entry: no access, whatever
+the certificate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import threading
@@ -138,6 +141,24 @@ class UserDirectory:
                 raise Unavailable("the list of users has not been read from etcd yet")
             return ETCD_ROLES.get(roles.get(name, ""))
 
+    def read_role_of(self, name: str) -> Role | None:
+        """The role of `name` as etcd has it now (blocking): for a name the watched copy
+        lacks, which may be a user added a moment ago whose put the watch has not yet
+        delivered."""
+        kv = self._etcd.get(self._keys.user(name))
+        return None if kv is None else ETCD_ROLES.get(kv.value.decode("utf-8", "replace").strip())
+
+    async def admitted_role_of(self, name: str) -> Role | None:
+        """The watched copy's answer; for a name it lacks, etcd's, so that a user can call
+        the API as soon as their add returned (read-your-writes). A revocation is followed
+        through the watch alone: a revoked caller may be admitted for as long as the watch
+        lags (milliseconds), never longer."""
+        role = self.role_of(name)
+        if role is not None:
+            return role
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.read_role_of, name)
+
     def wait_loaded(self, timeout: float) -> bool:
         return self._loaded.wait(timeout)
 
@@ -211,7 +232,7 @@ def auth_middleware(directory: UserDirectory) -> Any:
             raise web.HTTPUnauthorized(
                 text="a client certificate of the cluster CA is required for this route"
             )
-        role = directory.role_of(name)
+        role = await directory.admitted_role_of(name)
         if role is None:
             raise web.HTTPForbidden(
                 text=f"{name} is not a user of this cluster (never added, or revoked)"

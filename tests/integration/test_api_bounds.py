@@ -15,19 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apiserver import served_api
 
-from picluster_agent.api import health, jobs
-from picluster_agent.api.auth import UserDirectory
-from picluster_agent.api.context import ApiContext
-from picluster_agent.api.server import ApiServer, server_tls
 from picluster_agent.api_client import ApiClient
-from picluster_agent.client import Client
-from picluster_agent.config import AgentConfig, Connection
 from picluster_agent.errors import NotFound
-from picluster_agent.etcd.adapter import EtcdClient
-from picluster_agent.etcd.keys import Keys
-from picluster_agent.etcd.localcluster import EtcdCluster, free_port, wait_for
-from picluster_agent.etcd.localpki import CertFiles, LocalPKI
+from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
+from picluster_agent.etcd.localpki import CertFiles
 
 LIMIT = 3
 HANDSHAKE = 1.0
@@ -36,27 +29,10 @@ IDLE = 1.5
 
 @pytest.fixture
 def api(etcd1: EtcdCluster, tmp_path: Path) -> Iterator[tuple[int, str, CertFiles]]:
-    pki = LocalPKI(tmp_path / "pki")
-    files = pki.issue("api-pi1", server=True)
-    etcd = EtcdClient(etcd1.endpoints)
-    sam = pki.issue("sam")
-    etcd.put(Keys().user("sam"), "picluster-submitter")
-    conn = Connection(endpoints=tuple(etcd1.endpoints))
-    client = Client.from_connection(conn, etcd)
-    users = UserDirectory(etcd, client.keys)
-    ctx = ApiContext(AgentConfig(connection=conn, name="pi1"), etcd, client, users)
-    port = free_port()
-    server = ApiServer(
-        ctx, host="127.0.0.1", port=port, tls=server_tls(pki.cacert, files.cert, files.key),
-        modules=[health, jobs], max_connections=LIMIT, handshake_timeout=HANDSHAKE,
-        idle_timeout=IDLE,
-    )  # fmt: skip
-    server.start()
-    try:
-        yield port, pki.cacert, sam
-    finally:
-        server.stop()
-        etcd.close()
+    with served_api(
+        etcd1, tmp_path, max_connections=LIMIT, handshake_timeout=HANDSHAKE, idle_timeout=IDLE
+    ) as served:
+        yield served.port, served.cacert, served.caller("sam", "picluster-submitter")
 
 
 def connect(port: int, cacert: str) -> http.client.HTTPSConnection:

@@ -15,18 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apiserver import served_api
 
 from picluster_agent import joblogs
 from picluster_agent.api import health, jobs, logs
-from picluster_agent.api.auth import UserDirectory
-from picluster_agent.api.context import ApiContext
-from picluster_agent.api.server import ApiServer, server_tls
 from picluster_agent.client import Client
-from picluster_agent.config import AgentConfig, Connection
+from picluster_agent.config import Connection
 from picluster_agent.etcd.adapter import EtcdClient
-from picluster_agent.etcd.keys import Keys
-from picluster_agent.etcd.localcluster import EtcdCluster, free_port, wait_for
-from picluster_agent.etcd.localpki import CertFiles, LocalPKI
+from picluster_agent.etcd.localcluster import EtcdCluster, wait_for
+from picluster_agent.etcd.localpki import CertFiles
 from picluster_agent.jobs.records import JobState
 from picluster_agent.jobs.spec import build_spec
 from picluster_agent.jobs.transitions import first_record
@@ -41,36 +38,19 @@ OUTPUT_BYTES = 32 * 1024 * 1024  # far more than the sockets' buffers on both si
 
 @pytest.fixture
 def api(etcd1: EtcdCluster, tmp_path: Path) -> Iterator[tuple[int, str, CertFiles, CertFiles, str]]:
-    pki = LocalPKI(tmp_path / "pki")
-    files = pki.issue("api-pi1", server=True)
-    etcd = EtcdClient(etcd1.endpoints)
-    reader = pki.issue("rita")
-    etcd.put(Keys().user("rita"), "picluster-reader")
-    sam = pki.issue("sam")
-    etcd.put(Keys().user("sam"), "picluster-submitter")
     data_dir = tmp_path / "data"
     path = output_path(data_dir, JOB, 1, "stdout")
     os.makedirs(os.path.dirname(path))
     line = b"a line of a chatty job's output\n"
     with open(path, "wb") as f:  # written, not sparse: holes are output dropped by the cap
         f.write(line * (OUTPUT_BYTES // len(line)))
-    conn = Connection(endpoints=tuple(etcd1.endpoints))
-    client = Client.from_connection(conn, etcd)
-    users = UserDirectory(etcd, client.keys)
-    cfg = AgentConfig(connection=conn, name="pi1", data_dir=str(data_dir))
-    ctx = ApiContext(cfg, etcd, client, users)
-    port = free_port()
-    server = ApiServer(
-        ctx, host="127.0.0.1", port=port, tls=server_tls(pki.cacert, files.cert, files.key),
-        modules=[health, jobs, logs], max_connections=LIMIT, write_timeout=WRITE,
-    )  # fmt: skip
-    server.start()
-    assert users.wait_loaded(10)  # else callers are told 503 (users not read yet)
-    try:
-        yield port, pki.cacert, reader, sam, path
-    finally:
-        server.stop()
-        etcd.close()
+    with served_api(
+        etcd1, tmp_path, [health, jobs, logs], data_dir=data_dir, max_connections=LIMIT,
+        write_timeout=WRITE,
+    ) as served:  # fmt: skip
+        reader = served.caller("rita", "picluster-reader")
+        sam = served.caller("sam", "picluster-submitter")
+        yield served.port, served.cacert, reader, sam, path
 
 
 def healthz(port: int, cacert: str) -> int:
