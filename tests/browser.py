@@ -147,7 +147,9 @@ class Page:
     async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         async with (
             aiohttp.ClientSession() as session,
-            session.ws_connect(self.ws_url, max_msg_size=0, timeout=30) as ws,
+            session.ws_connect(
+                self.ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=30)
+            ) as ws,
         ):
             await ws.send_json({"id": 1, "method": method, "params": params})
             async for message in ws:

@@ -89,9 +89,12 @@ def declared_role(handler: Any) -> Role | str | None:
     return getattr(handler, _LEAST_ROLE, None)
 
 
+IDENTITY = web.RequestKey("picluster_identity", Identity)
+
+
 def identity(request: web.Request) -> Identity:
     """The caller of a route that `requires` a role (set by the middleware)."""
-    return request["identity"]  # type: ignore[no-any-return]
+    return request[IDENTITY]
 
 
 def peer_name(request: web.Request) -> str | None:
@@ -241,7 +244,7 @@ def auth_middleware(directory: UserDirectory) -> Any:
             raise web.HTTPForbidden(
                 text=f"{name} is a {role.label}; this needs a {least.label} or more"
             )
-        request["identity"] = Identity(name, role)
+        request[IDENTITY] = Identity(name, role)
         return await handler(request)
 
     return check
