@@ -268,7 +268,7 @@ def cmd_master(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(agents=args.agents, jobs=args.jobs)
+    return run_demo(agents=args.agents, jobs=args.jobs, keep=args.keep)
 
 
 # ---------------------------------------------------------------- parser
@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=argtypes.integer(0, DEMO_MAX_JOBS),
         default=200,
         help=f"jobs in the demo batch, 0-{DEMO_MAX_JOBS} (default 200)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working directory (etcd data, agents' logs); a failed demo always does",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -9,6 +9,7 @@ removed at the end.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import tempfile
 import threading
@@ -156,8 +157,9 @@ def _through_the_api(apis: LocalApis, agent: AgentProcess) -> None:
     )
 
 
-def run_demo(agents: int = 3, jobs: int = 0) -> int:
+def run_demo(agents: int = 3, jobs: int = 0, keep: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="picluster-demo-"))
+    succeeded = False
     keys = Keys("/picluster")
     console.rule("[bold]picluster demo: a cluster on loopback")
     console.print(f"working directory: {base}")
@@ -206,9 +208,16 @@ def run_demo(agents: int = 3, jobs: int = 0) -> int:
             f"{(time.monotonic() - t0) * 1000:.0f} ms (lease revoked, goal < 1 s)"
         )
         console.rule("[bold]done")
+        succeeded = True
         return 0
     finally:
         with console.status("stopping agents and etcd"):
             for p in procs:
                 p.terminate()
             cluster.stop_all()
+        # The etcd members' preallocated WAL alone is ~190 MB: a demo run again and again
+        # must not fill /tmp. A failed run keeps its logs for whoever looks into it.
+        if succeeded and not keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            console.print(f"kept: {base} (etcd data, each agent's log in <name>/agent.log)")
