@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import sys
 import threading
@@ -89,28 +91,68 @@ def test_master_killed_while_submissions_stream_in_loses_nothing(agents3, tmp_pa
     assert new_master.name != master.name
 
 
+class _ExitWatch:
+    """When process `pid` exits: a thread waits on its pidfd, which the kernel makes readable
+    at the exit, and reads the clock on waking. An upper bound, late only by that wake-up;
+    the exit, not the signal, since a killed process holds its files and sockets until then."""
+
+    def __init__(self, pid: int) -> None:
+        self.at: float | None = None
+        self._seen = threading.Event()
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # gone already
+            self.at = time.monotonic()
+            self._seen.set()
+            return
+        threading.Thread(target=self._wait, args=(fd,), name=f"exit of {pid}", daemon=True).start()
+
+    def _wait(self, fd: int) -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll()
+        self.at = time.monotonic()
+        os.close(fd)
+        self._seen.set()
+
+    def wait(self, timeout: float) -> float | None:
+        self._seen.wait(timeout)
+        return self.at
+
+
 def _assert_dead_before_the_lease_expires(pid: int, lease: int, observer: EtcdClient) -> float:
-    """Watch job `pid` and `lease` until the lease is gone; the job must have died while the
-    lease was certainly still alive. Returns when the job was seen dead (monotonic)."""
-    # `last_alive_sent`: a moment at which the lease was certainly still alive (the server
-    # answered "alive" to a question sent then or later). The job must be dead before it.
-    killed_at = None
-    last_alive_sent = 0.0
+    """Watch job `pid` and `lease` until etcd has dropped the lease: the job must have exited
+    before the earliest instant its lease could expire at the server. Returns that exit's
+    time (monotonic, an upper bound)."""
+    exit_watch = _ExitWatch(pid)
+    # `expires_after`: the lease cannot expire at the server before this instant. etcd
+    # answers the whole seconds left (truncated) at a moment after the question was sent, and
+    # renewals only move the expiry later: so it is no sooner than send time + that answer.
+    # Asked every few ms, the answer just before one drops pins the expiry to a round trip.
+    # An answer of 0 ("under a second") bounds nothing. etcd itself drops the lease up to
+    # half a second after its expiry: comparing with that would let a late kill pass.
+    expires_after = 0.0
+    dropped_seen = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if killed_at is None and not _pid_alive(pid):
-            killed_at = time.monotonic()
         sent = time.monotonic()
-        if observer.time_to_live(lease) < 0:
+        left = observer.time_to_live(lease)
+        if left < 0:
+            dropped_seen = time.monotonic()
             break
-        last_alive_sent = sent
+        if left >= 1:
+            expires_after = max(expires_after, sent + left)
         time.sleep(0.005)
-    assert killed_at is not None, "the job was not stopped"
-    assert killed_at < last_alive_sent, (
-        f"job seen dead {killed_at - last_alive_sent:.3f}s after the lease's last sign of life"
+    assert dropped_seen is not None, "the lease did not expire"
+    assert expires_after > 0, "etcd never answered that the lease had a second left"
+    died = exit_watch.wait(5)  # a job alive when its lease was dropped dies soon or never
+    assert died is not None, "the job was not stopped"
+    assert died < expires_after, (
+        f"the job exited {died - expires_after:.3f}s after its lease could expire"
+        f" (and {dropped_seen - died:.3f}s before etcd was seen to drop the lease)"
     )
-    print(f"job dead {last_alive_sent - killed_at:.3f}s before the lease could expire")
-    return killed_at
+    print(f"job dead {expires_after - died:.3f}s before its lease could expire")
+    return died
 
 
 def _a_follower(cluster) -> int:
