@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from picluster_agent.client import Client
+from picluster_agent.etcd.adapter import Event
+from picluster_agent.etcd.keys import Keys
 from picluster_agent.etcd.localcluster import wait_for
-from picluster_agent.jobs.records import JobState
+from picluster_agent.jobs.records import JobRecord, JobState
 
 
 def _client(agents) -> Client:
@@ -112,15 +114,29 @@ def test_finished_jobs_are_removed_after_retention(agents, tmp_path):
     agent = agents.start("pi1", slots=4, extra_args=["--config", str(config)])
     agents.wait_registered(1)
     client = _client(agents)
+    # The revision at which each job's record became final: the master keeps the ones it saw
+    # finish last, and it sees them in that order (not in submission order: with 4 slots an
+    # early job can finish late on a loaded machine).
+    final_at: dict[str, int] = {}
+
+    def on_events(events: list[Event], _revision: int) -> None:
+        for e in events:
+            if e.type == "PUT" and JobRecord.from_json(e.kv.value).state.final:
+                final_at.setdefault(Keys.last_segment(e.kv.key), e.kv.mod_revision)
+
+    since = int(agents.client.status()["header"]["revision"])
+    watch = agents.client.watch(agents.keys.jobs_dir, on_events, start_revision=since + 1)
     jobs = [r.id for r in client.submit_many([_spec() for _ in range(30)])]
     client.wait(jobs, timeout=60)
     wait_for(
         lambda: agents.client.count_prefix(agents.keys.jobs_dir) <= 5, 30, what="old jobs removed"
     )
     assert agents.client.count_prefix(agents.keys.results_dir) <= 5
-    # The newest ones are the ones kept.
+    wait_for(lambda: set(final_at) >= set(jobs), 10, what="every final record watched")
+    watch.stop()
+    # The ones that finished last are the ones kept.
     kept = {kv.key.rsplit("/", 1)[1] for kv in agents.client.get_prefix(agents.keys.jobs_dir)[0]}
-    assert kept <= set(jobs[-10:])
+    assert kept == set(sorted(jobs, key=final_at.__getitem__)[-5:])
     # The node applies the same limit to the jobs' output directories.
     job_dirs = agent.data_dir / "jobs"
     wait_for(lambda: len(list(job_dirs.iterdir())) <= 5, 30, what="old job directories removed")
