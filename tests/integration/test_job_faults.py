@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -91,33 +90,42 @@ def test_master_killed_while_submissions_stream_in_loses_nothing(agents3, tmp_pa
     assert new_master.name != master.name
 
 
+# Waits for a process's exit on its pidfd (readable from the moment of the exit) and prints
+# the clock then; a process of its own, so that no thread of the test's delays its waking.
+_WAIT_FOR_EXIT = """
+import os, select, sys, time
+try:
+    fd = os.pidfd_open(int(sys.argv[1]))
+except ProcessLookupError:  # gone already
+    fd = None
+print("watching", flush=True)
+if fd is not None:
+    select.select([fd], [], [])
+print(time.monotonic(), flush=True)
+"""
+
+
 class _ExitWatch:
-    """When process `pid` exits: a thread waits on its pidfd, which the kernel makes readable
-    at the exit, and reads the clock on waking. An upper bound, late only by that wake-up;
-    the exit, not the signal, since a killed process holds its files and sockets until then."""
+    """When process `pid` exits: an upper bound, late only by a process's wake-up. The exit,
+    not the kill: a killed process holds its files and sockets until then."""
 
     def __init__(self, pid: int) -> None:
-        self.at: float | None = None
-        self._seen = threading.Event()
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:  # gone already
-            self.at = time.monotonic()
-            self._seen.set()
-            return
-        threading.Thread(target=self._wait, args=(fd,), name=f"exit of {pid}", daemon=True).start()
-
-    def _wait(self, fd: int) -> None:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.poll()
-        self.at = time.monotonic()
-        os.close(fd)
-        self._seen.set()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WAIT_FOR_EXIT, str(pid)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        assert self._proc.stdout.readline() == "watching\n"
 
     def wait(self, timeout: float) -> float | None:
-        self._seen.wait(timeout)
-        return self.at
+        try:
+            out, _ = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            return None
+        return float(out)
 
 
 def _assert_dead_before_the_lease_expires(pid: int, lease: int, observer: EtcdClient) -> float:
@@ -143,9 +151,9 @@ def _assert_dead_before_the_lease_expires(pid: int, lease: int, observer: EtcdCl
         if left >= 1:
             expires_after = max(expires_after, sent + left)
         time.sleep(0.005)
+    died = exit_watch.wait(5)  # a job alive when its lease was dropped dies soon or never
     assert dropped_seen is not None, "the lease did not expire"
     assert expires_after > 0, "etcd never answered that the lease had a second left"
-    died = exit_watch.wait(5)  # a job alive when its lease was dropped dies soon or never
     assert died is not None, "the job was not stopped"
     assert died < expires_after, (
         f"the job exited {died - expires_after:.3f}s after its lease could expire"
