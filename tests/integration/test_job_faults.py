@@ -94,20 +94,17 @@ def test_master_killed_while_submissions_stream_in_loses_nothing(agents3, tmp_pa
 # the clock then; a process of its own, so that no thread of the test's delays its waking.
 _WAIT_FOR_EXIT = """
 import os, select, sys, time
-try:
-    fd = os.pidfd_open(int(sys.argv[1]))
-except ProcessLookupError:  # gone already
-    fd = None
+fd = os.pidfd_open(int(sys.argv[1]))
 print("watching", flush=True)
-if fd is not None:
-    select.select([fd], [], [])
+select.select([fd], [], [])
 print(time.monotonic(), flush=True)
 """
 
 
 class _ExitWatch:
     """When process `pid` exits: an upper bound, late only by a process's wake-up. The exit,
-    not the kill: a killed process holds its files and sockets until then."""
+    not the kill: a killed process holds its files and sockets until then. Made before the
+    fault, so that a slow start of the watcher is never taken for a late death."""
 
     def __init__(self, pid: int) -> None:
         self._proc = subprocess.Popen(
@@ -116,7 +113,7 @@ class _ExitWatch:
             text=True,
         )
         assert self._proc.stdout is not None
-        assert self._proc.stdout.readline() == "watching\n"
+        assert self._proc.stdout.readline() == "watching\n", f"process {pid} gone before the fault"
 
     def wait(self, timeout: float) -> float | None:
         try:
@@ -128,11 +125,12 @@ class _ExitWatch:
         return float(out)
 
 
-def _assert_dead_before_the_lease_expires(pid: int, lease: int, observer: EtcdClient) -> float:
-    """Watch job `pid` and `lease` until etcd has dropped the lease: the job must have exited
+def _assert_dead_before_the_lease_expires(
+    exit_watch: _ExitWatch, lease: int, observer: EtcdClient
+) -> float:
+    """Watch `lease` until etcd has dropped it: the job `exit_watch` watches must have exited
     before the earliest instant its lease could expire at the server. Returns that exit's
     time (monotonic, an upper bound)."""
-    exit_watch = _ExitWatch(pid)
     # `expires_after`: the lease cannot expire at the server before this instant. etcd
     # answers the whole seconds left (truncated) at a moment after the question was sent, and
     # renewals only move the expiry later: so it is no sooner than send time + that answer.
@@ -197,9 +195,10 @@ def test_cut_off_worker_kills_its_jobs_before_its_lease_can_expire(agents3, tmp_
     lease = agents3.client.get(agents3.keys.node("pi1")).lease
     observer = EtcdClient(others, timeout=5)
 
+    exit_watch = _ExitWatch(pid)
     cluster.members[cut].pause()
     try:
-        _assert_dead_before_the_lease_expires(pid, lease, observer)
+        _assert_dead_before_the_lease_expires(exit_watch, lease, observer)
     finally:
         cluster.members[cut].resume()
     worker_log = agents3.by_name("pi1").log_text()
@@ -250,9 +249,10 @@ def test_a_frozen_worker_s_jobs_die_before_its_lease_can_expire(agents, tmp_path
     lease = agents.client.get(agents.keys.node("pi1")).lease
     client.undrain("pi2")  # free slots elsewhere: the job's next home
     frozen = agents.by_name("pi1")
+    exit_watch = _ExitWatch(pid)
     frozen.pause()
     try:
-        killed_at = _assert_dead_before_the_lease_expires(pid, lease, agents.client)
+        killed_at = _assert_dead_before_the_lease_expires(exit_watch, lease, agents.client)
         # The job runs again on pi2, and only after attempt 1 was dead.
         status = client.wait([job.id], timeout=30)[job.id]
         assert status.state is JobState.SUCCEEDED and status.record.node == "pi2"
