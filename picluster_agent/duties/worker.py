@@ -142,7 +142,8 @@ class Worker:
             target=self.janitor.run, args=(sweeping, JANITOR_INTERVAL), name="janitor", daemon=True
         ).start()
         # Its own thread: this loop may wait seconds on an etcd read, and the fence must keep
-        # up with every renewal meanwhile, or the supervisor kills jobs of a live session.
+        # up with every renewal meanwhile, or the supervisor kills jobs of a live session;
+        # the lease guard's deadline must hold meanwhile too.
         threading.Thread(
             target=self._keep_fence, args=(sweeping,), name="fence", daemon=True
         ).start()
@@ -540,12 +541,20 @@ class Worker:
         return max(0.0, min(waits))
 
     def _keep_fence(self, done: threading.Event) -> None:
+        """Follow each renewal with the supervisor's fence, and hold the lease guard's
+        deadline here too: this thread makes no etcd request, while the main loop may be
+        inside one (a re-read after a watch broke) when the member it asks stops answering,
+        for longer than the margin (seen 0.5 s and more with the member paused)."""
         seen = 0
         while not done.is_set():
             if self.abandoned.is_set() or self.session.done.is_set():
                 return
             self._extend_fence()
-            seen = self.session.wait_renewal(seen, FENCE_TICK)
+            to_guard = self.session.safe_until() - self.margin - time.monotonic()
+            if to_guard < 0:
+                self._lease_guard_fired()
+                return
+            seen = self.session.wait_renewal(seen, min(FENCE_TICK, to_guard))
 
     def _extend_fence(self) -> None:
         """Tell the supervisor how long this session's jobs may run if we cannot act."""
