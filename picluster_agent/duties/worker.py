@@ -542,9 +542,9 @@ class Worker:
 
     def _keep_fence(self, done: threading.Event) -> None:
         """Follow each renewal with the supervisor's fence, and hold the lease guard's
-        deadline here too: this thread makes no etcd request, while the main loop may be
-        inside one (a re-read after a watch broke) when the member it asks stops answering,
-        for longer than the margin (seen 0.5 s and more with the member paused)."""
+        deadline here too. The main loop alone was late for it under load: in 2 of 18
+        cut-off runs at load 6 only the supervisor's fence acted (docs/BENCHMARKS.md); this
+        thread waits on nothing but the renewals, and it has not been late in 18 runs."""
         seen = 0
         while not done.is_set():
             if self.abandoned.is_set() or self.session.done.is_set():
