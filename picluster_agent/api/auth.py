@@ -149,7 +149,7 @@ class UserDirectory:
         lacks, which may be a user added a moment ago whose put the watch has not yet
         delivered."""
         kv = self._etcd.get(self._keys.user(name))
-        return None if kv is None else ETCD_ROLES.get(kv.value.decode("utf-8", "replace").strip())
+        return None if kv is None else ETCD_ROLES.get(_stored_role(kv.value))
 
     async def admitted_role_of(self, name: str) -> Role | None:
         """The watched copy's answer; for a name it lacks, etcd's, so that a user can call
@@ -188,7 +188,7 @@ class UserDirectory:
         for kv in kvs:
             name = self._keys.user_of(kv.key)
             if name is not None:
-                roles[name] = kv.value.decode("utf-8", "replace").strip()
+                roles[name] = _stored_role(kv.value)
         with self._lock:
             self._roles = roles
         self._loaded.set()
@@ -210,10 +210,15 @@ class UserDirectory:
                 if e.type == "DELETE":
                     self._roles.pop(name, None)
                 else:
-                    self._roles[name] = e.kv.value.decode("utf-8", "replace").strip()
+                    self._roles[name] = _stored_role(e.kv.value)
 
     def _on_compacted(self, _e: WatchCompacted) -> None:
         self._reload_wanted.set()
+
+
+def _stored_role(value: bytes) -> str:
+    """The etcd role a `<prefix>/users/<name>` value names."""
+    return value.decode("utf-8", "replace").strip()
 
 
 def auth_middleware(directory: UserDirectory) -> Any:

@@ -160,10 +160,7 @@ class Worker:
                 liveness.beat(loop, defaults.LOOP_STALL)
                 # The lease is gone (revoked, expired) or could be soon: stop every job now,
                 # before the master can hand them to another node.
-                if (
-                    self.session.done.is_set()
-                    or time.monotonic() > self.session.safe_until() - self.margin
-                ):
+                if self.session.done.is_set() or time.monotonic() > self._guard_deadline():
                     self._lease_guard_fired()
                     break
                 # A reporter thread that failed beyond retrying: the agent stops as a whole
@@ -530,12 +527,17 @@ class Worker:
         )
         self.session.expire_locally()
 
+    def _guard_deadline(self) -> float:
+        """When the lease guard must have stopped every job (monotonic): the margin before
+        the earliest instant the lease could expire at the server."""
+        return self.session.safe_until() - self.margin
+
     def _idle_wait(self, watching: bool, next_try: float) -> float:
         """How long the main loop may sleep: until the lease guard must look again (the
         session's renewals move that deadline on), the next try at watching, or half the
         loop's stall allowance, whichever comes first."""
         now = time.monotonic()
-        waits = [self.session.safe_until() - self.margin - now, defaults.LOOP_STALL / 2]
+        waits = [self._guard_deadline() - now, defaults.LOOP_STALL / 2]
         if not watching:
             waits.append(next_try - now)
         return max(0.0, min(waits))
@@ -550,7 +552,7 @@ class Worker:
             if self.abandoned.is_set() or self.session.done.is_set():
                 return
             self._extend_fence()
-            to_guard = self.session.safe_until() - self.margin - time.monotonic()
+            to_guard = self._guard_deadline() - time.monotonic()
             if to_guard < 0:
                 self._lease_guard_fired()
                 return
